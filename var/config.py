@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -155,16 +157,15 @@ class VQVAEConfig:
     def phi_index_per_scale(self) -> tuple[int, ...]:
         """Which shared phi conv each scale uses: argmin_j |tick_j - s/(K-1)| (float64; first index wins)."""
         K = self.num_scales
-        n = self.share_quant_resi if self.share_quant_resi > 0 else K
-        ticks = [1 / 3 / n + (1 - 2 / 3 / n) * j / (n - 1) for j in range(n)] if n > 1 else [0.5]
+        if self.share_quant_resi == 0:
+            return tuple(range(K))
+        n = self.share_quant_resi
+        # float64 linspace(1/(3n), 1 - 1/(3n), n), as the reference; exact ties resolve to the first index.
+        ticks = np.linspace(1 / 3 / n, 1 - 1 / 3 / n, n) if n > 1 else np.array([0.5])
         out = []
         for s in range(K):
             r = s / (K - 1) if K > 1 else 0.0
-            if self.share_quant_resi == 0:
-                out.append(s)
-                continue
-            d = [abs(t - r) for t in ticks]
-            out.append(d.index(min(d)))
+            out.append(int(np.argmin(np.abs(ticks - r))))
         return tuple(out)
 
     @property
@@ -192,6 +193,8 @@ class VARConfig:
     adaln: bool = True                          # ablation (Table 3): off = plain LayerNorm, class only as start token
     shared_aln: bool = False                    # one AdaLN projection for all blocks (the 512 px d36-s model)
     attn_l2_norm: bool = True                   # q/k L2-normalised with a learnable clamped per-head scale
+    plain_attn_scale: float = 1.0               # without L2 norm: softmax scale = this / sqrt(head_dim)
+                                                # (1.0 = ordinary attention; the reference code uses 0.25)
     cond_drop_rate: float = 0.1                 # label dropout for classifier-free guidance (training only)
 
     def __post_init__(self):

@@ -1,0 +1,126 @@
+"""Self-describing checkpoints and import of the released reference checkpoints.
+
+Our checkpoints are dicts `{'kind', 'config', 'model', 'step', ...}` with the model config as a plain dict;
+loading rebuilds the model from that config and loads strictly. Released checkpoints (`vae_ch160v4096z32.pth`,
+`var_d16.pth` ...) are bare state dicts whose key names our modules share; their architecture comes from a
+preset or the reference constructor's keyword arguments (`configs_from_reference`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from .config import VARConfig, VQVAEConfig, build_config, config_to_dict
+from .io import ArtifactError, atomic_torch_save, load_torch
+from .transformer import VAR
+from .vqvae import VQVAE
+
+MODEL_KINDS: dict[str, tuple[type, type]] = {"vqvae": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A state dict does not fit the model: the message lists missing, unexpected and mis-shaped keys."""
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Raise CheckpointMismatchError naming every missing, unexpected and mis-shaped key (strict loading)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        lines = [f"{source} does not match {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}"
+                         + (" ..." if len(unexpected) > 20 else ""))
+        if shapes:
+            lines.append(f"  mis-shaped keys ({len(shapes)}): " + "; ".join(shapes[:20]))
+        raise CheckpointMismatchError("\n".join(lines))
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict"):
+    check_state_dict(model, state, source)
+    # Values are cast to the parameters' dtype (the fixtures store float16 values exactly representable).
+    model.load_state_dict(dict(state), strict=True)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ ours
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, kind: str, step: int = 0,
+                    extra: Mapping[str, Any] | None = None) -> None:
+    """Atomically write `{'kind', 'config', 'model', 'step', **extra}`; `model.cfg` is stored as a plain dict."""
+    ckpt = {"kind": kind, "config": config_to_dict(model.cfg), "model": model.state_dict(), "step": int(step)}
+    ckpt.update(extra or {})
+    atomic_torch_save(path, ckpt)
+
+
+def build_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
+    if kind not in MODEL_KINDS:
+        raise CheckpointMismatchError(f"unknown model kind {kind!r}; known: {sorted(MODEL_KINDS)}")
+    model_cls, cfg_cls = MODEL_KINDS[kind]
+    return model_cls(build_config(cfg_cls, config, f"checkpoint config ({kind})"))
+
+
+def load_model_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location="cpu"):
+    """Rebuild a model from one of our checkpoints (weights_only load). Returns (model in eval mode, ckpt dict)."""
+    ckpt = load_torch(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt or "kind" not in ckpt:
+        raise ArtifactError(f"{path}: not a self-describing checkpoint (needs 'kind', 'config', 'model'); "
+                            f"for a released reference checkpoint use load_official_state_dict")
+    if kind is not None and ckpt["kind"] != kind:
+        raise CheckpointMismatchError(f"{path}: holds a {ckpt['kind']!r} model, expected {kind!r}")
+    model = build_model(ckpt["kind"], ckpt["config"])
+    load_state_dict_strict(model, ckpt["model"], source=str(path))
+    return model.eval(), ckpt
+
+
+# ------------------------------------------------------------------------------------------------ released
+def configs_from_reference(vqvae_kwargs: Mapping[str, Any] | None = None,
+                           var_kwargs: Mapping[str, Any] | None = None):
+    """Translate the reference constructors' keyword arguments (as in the fixtures' `config`) to our configs.
+
+    The reference VQVAE fixes ch_mult (1,1,2,2,4), 2 residual blocks and attention on; its quantiser's
+    `quant_resi` is the phi ratio and `share_quant_resi` the number of shared phi convs.
+    """
+    vq_cfg = var_cfg = None
+    if vqvae_kwargs is not None:
+        k = dict(vqvae_kwargs)
+        if k.get("using_znorm"):
+            raise NotImplementedError("using_znorm=True (cosine codebook) is not implemented; released models use False")
+        vq_cfg = VQVAEConfig(vocab_size=k.get("vocab_size", 4096), z_channels=k.get("z_channels", 32),
+                             ch=k.get("ch", 128), dropout=k.get("dropout", 0.0), beta=k.get("beta", 0.25),
+                             quant_conv_ks=k.get("quant_conv_ks", 3), quant_resi=k.get("quant_resi", 0.5),
+                             share_quant_resi=k.get("share_quant_resi", 4),
+                             patch_nums=tuple(k.get("v_patch_nums", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16))))
+    if var_kwargs is not None:
+        k = dict(var_kwargs)
+        depth = k["depth"]
+        var_cfg = VARConfig(
+            depth=depth, num_classes=k.get("num_classes", 1000),
+            vocab_size=vq_cfg.vocab_size if vq_cfg else 4096, z_channels=vq_cfg.z_channels if vq_cfg else 32,
+            patch_nums=tuple(k.get("patch_nums", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16))),
+            embed_dim_override=k.get("embed_dim", 0) if k.get("embed_dim", 64 * depth) != 64 * depth else 0,
+            num_heads_override=k.get("num_heads", 0) if k.get("num_heads", depth) != depth else 0,
+            mlp_ratio=k.get("mlp_ratio", 4.0), drop_rate=k.get("drop_rate", 0.0),
+            attn_drop_rate=k.get("attn_drop_rate", 0.0),
+            drop_path_rate_override=k.get("drop_path_rate", -1.0) if "drop_path_rate" in k else -1.0,
+            norm_eps=k.get("norm_eps", 1e-6), shared_aln=k.get("shared_aln", False),
+            attn_l2_norm=k.get("attn_l2_norm", True), plain_attn_scale=0.25, cond_drop_rate=k.get("cond_drop_rate", 0.1))
+    return vq_cfg, var_cfg
+
+
+def load_official_state_dict(model: nn.Module, path_or_state, map_location="cpu") -> nn.Module:
+    """Load a released reference checkpoint (a bare state dict, or {'model': ...}) strictly into `model`."""
+    if isinstance(path_or_state, Mapping):
+        state, source = path_or_state, "state dict"
+    else:
+        state, source = load_torch(path_or_state, map_location=map_location), str(path_or_state)
+        if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+            state = state["model"]
+    return load_state_dict_strict(model, state, source)

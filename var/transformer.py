@@ -1,0 +1,253 @@
+"""The VAR transformer: a GPT-style decoder with AdaLN that predicts every token of scale k+1 from scales 1..k.
+
+Paper Sec. 3.3: the start token is the class embedding; each later token is the word embedding of the
+teacher-forcing input (f_hat of the coarser scales, area-resized to the next scale); attention is block-causal
+over scales (a token sees every token of its own and coarser scales). Module names follow the released
+checkpoints (`var_d16.pth` ...) so they load strictly.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import VARConfig
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (training only)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+
+class FFN(nn.Module):
+    def __init__(self, C: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1 = nn.Linear(C, hidden)
+        self.fc2 = nn.Linear(hidden, C)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x):
+        return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention with q/k L2 normalisation and a learnable per-head scale clamped at ln(100).
+
+    With attn_l2_norm off (ablation), the softmax scale is plain_attn_scale/sqrt(head_dim): 1.0 by default
+    (ordinary attention); checkpoints imported from the reference get its 0.25.
+    A key/value cache over earlier scales serves KV-cached sampling.
+    """
+
+    def __init__(self, cfg: VARConfig, drop_rate: float):
+        super().__init__()
+        C, H = cfg.embed_dim, cfg.num_heads
+        self.num_heads, self.head_dim = H, C // H
+        self.attn_l2_norm = cfg.attn_l2_norm
+        if self.attn_l2_norm:
+            self.scale = 1.0
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), 4.0).log())
+            self.max_scale_mul = math.log(100)
+        else:
+            self.scale = cfg.plain_attn_scale / math.sqrt(self.head_dim)
+        self.mat_qkv = nn.Linear(C, 3 * C, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(C))
+        self.v_bias = nn.Parameter(torch.zeros(C))
+        self.register_buffer("zero_k_bias", torch.zeros(C))
+        self.proj = nn.Linear(C, C)
+        self.proj_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.attn_drop = cfg.attn_drop_rate
+        self.cached_k = self.cached_v = None
+        self.caching = False
+
+    def kv_caching(self, enable: bool):
+        self.caching, self.cached_k, self.cached_v = enable, None, None
+
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        B, L, C = x_BLC.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                       # each (B, H, L, hd)
+        if self.attn_l2_norm:
+            scale_mul_1H11 = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
+            q = F.normalize(q, dim=-1).mul(scale_mul_1H11)
+            k = F.normalize(k, dim=-1)
+        if self.caching:
+            if self.cached_k is not None:
+                k = torch.cat((self.cached_k, k), dim=2)
+                v = torch.cat((self.cached_v, v), dim=2)
+            self.cached_k, self.cached_v = k, v
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if attn_bias is None else attn_bias.to(q.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, C)))
+
+
+class AdaLNSelfAttn(nn.Module):
+    """x += g1 * Attn(LN(x)(1+s1)+b1); x += g2 * FFN(LN(x)(1+s2)+b2), with (g, s, b) from the class (AdaLN).
+
+    Three modes: per-block AdaLN (`ada_lin`), shared AdaLN (`ada_gss` added to one shared projection), and AdaLN
+    off (ablation): LayerNorm with learnable affine and no class modulation.
+    """
+
+    def __init__(self, cfg: VARConfig, block_idx: int, drop_path: float):
+        super().__init__()
+        C = cfg.embed_dim
+        self.C, self.adaln, self.shared_aln = C, cfg.adaln, cfg.shared_aln
+        self.attn = SelfAttention(cfg, cfg.drop_rate)
+        self.ffn = FFN(C, round(C * cfg.mlp_ratio), cfg.drop_rate)
+        self.drop_path = DropPath(drop_path)
+        if not cfg.adaln:
+            self.ln1 = nn.LayerNorm(C, eps=cfg.norm_eps)
+            self.ln2 = nn.LayerNorm(C, eps=cfg.norm_eps)
+        else:
+            self.ln_wo_grad = nn.LayerNorm(C, eps=cfg.norm_eps, elementwise_affine=False)
+            if cfg.shared_aln:
+                self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, C) / C ** 0.5)
+            else:
+                self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
+
+    def modulation(self, cond_BD_or_gss: torch.Tensor):
+        """Six (B, 1, C) tensors gamma1, gamma2, scale1, scale2, shift1, shift2."""
+        if self.shared_aln:
+            return (self.ada_gss + cond_BD_or_gss).unbind(2)
+        return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
+
+    def forward(self, x_BLC, cond_BD_or_gss, attn_bias):
+        if not self.adaln:
+            x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), attn_bias))
+            return x_BLC + self.drop_path(self.ffn(self.ln2(x_BLC)))
+        g1, g2, s1, s2, b1, b2 = self.modulation(cond_BD_or_gss)
+        x_BLC = x_BLC + self.drop_path(self.attn(self.ln_wo_grad(x_BLC).mul(s1.add(1)).add_(b1), attn_bias).mul_(g1))
+        return x_BLC + self.drop_path(self.ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2))
+
+
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, C: int, D: int, eps: float, adaln: bool):
+        super().__init__()
+        self.C, self.adaln = C, adaln
+        if adaln:
+            self.ln_wo_grad = nn.LayerNorm(C, eps=eps, elementwise_affine=False)
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * C))
+        else:
+            self.ln = nn.LayerNorm(C, eps=eps)
+
+    def forward(self, x_BLC, cond_BD):
+        if not self.adaln:
+            return self.ln(x_BLC)
+        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+        return self.ln_wo_grad(x_BLC).mul(scale.add(1)).add_(shift)
+
+
+class VAR(nn.Module):
+    def __init__(self, cfg: VARConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, D, V = cfg.embed_dim, cfg.embed_dim, cfg.vocab_size
+        self.C, self.L, self.num_classes = C, cfg.seq_len, cfg.num_classes
+        self.patch_nums = tuple(cfg.patch_nums)
+        self.first_l = self.patch_nums[0] ** 2
+        self.begin_ends = cfg.begin_ends
+
+        self.pos_start = nn.Parameter(torch.empty(1, self.first_l, C))
+        self.pos_1LC = nn.Parameter(torch.empty(1, self.L, C))
+        lvl_1L = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(self.patch_nums)]).view(1, self.L)
+        self.register_buffer("lvl_1L", lvl_1L)
+        # Block-causal mask over scales: query t sees key s iff scale(s) <= scale(t).
+        self.register_buffer("attn_bias_for_masking", torch.where(
+            lvl_1L.view(1, self.L, 1) >= lvl_1L.view(1, 1, self.L), 0.0, -torch.inf).reshape(1, 1, self.L, self.L))
+        self.word_embed = nn.Linear(cfg.z_channels, C)
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)   # the extra row is the null class (CFG)
+        self.lvl_embed = nn.Embedding(len(self.patch_nums), C)
+        if cfg.adaln and cfg.shared_aln:
+            self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * C))
+        dpr = [cfg.drop_path_rate * i / (cfg.depth - 1) if cfg.depth > 1 else 0.0 for i in range(cfg.depth)]  # linspace
+        self.blocks = nn.ModuleList([AdaLNSelfAttn(cfg, i, dpr[i]) for i in range(cfg.depth)])
+        self.head_nm = AdaLNBeforeHead(C, D, cfg.norm_eps, cfg.adaln)
+        self.head = nn.Linear(C, V)
+        self.init_weights()
+
+    # ------------------------------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02):
+        """Truncated-normal init with std sqrt(1/(3C)); AdaLN gammas start near zero so blocks start as identity."""
+        std = math.sqrt(1 / self.C / 3)
+        for name, p in self.named_parameters():
+            if p.ndim >= 2 and not name.endswith("ada_gss"):
+                nn.init.trunc_normal_(p, std=std)
+            elif name.endswith("bias") or name.endswith("q_bias") or name.endswith("v_bias"):
+                nn.init.zeros_(p)
+        nn.init.trunc_normal_(self.pos_start, std=std)
+        nn.init.trunc_normal_(self.pos_1LC, std=std)
+        nn.init.trunc_normal_(self.lvl_embed.weight, std=std)
+        nn.init.trunc_normal_(self.class_emb.weight, std=std)
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.head.weight.mul_(init_head)
+        depth = len(self.blocks)
+        for i, b in enumerate(self.blocks):
+            # Residual branches scaled down with depth (GPT-2 style) so deep models start stable.
+            b.attn.proj.weight.div_(math.sqrt(2 * depth))
+            b.ffn.fc2.weight.div_(math.sqrt(2 * depth))
+            if b.attn.attn_l2_norm:
+                b.attn.scale_mul_1H11.fill_(math.log(4.0))
+            if hasattr(b, "ada_lin"):
+                w = b.ada_lin[-1].weight
+                w[2 * self.C:].mul_(init_adaln)
+                w[:2 * self.C].mul_(init_adaln_gamma)
+        if hasattr(self, "shared_ada_lin"):
+            w = self.shared_ada_lin[-1].weight
+            w[2 * self.C:].mul_(init_adaln)
+            w[:2 * self.C].mul_(init_adaln_gamma)
+        if self.cfg.adaln:
+            self.head_nm.ada_lin[-1].weight.mul_(init_adaln)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def block_cond(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """What the blocks receive: the class embedding, or the shared AdaLN projection (B, 1, 6, C)."""
+        if hasattr(self, "shared_ada_lin"):
+            return self.shared_ada_lin(cond_BD).view(-1, 1, 6, self.C)
+        return cond_BD
+
+    def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_nm(x_BLC.float(), cond_BD).float()).float()
+
+    def drop_labels(self, label_B: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Label dropout for classifier-free guidance: each label becomes the null class with prob cond_drop_rate."""
+        if self.cfg.cond_drop_rate <= 0:
+            return label_B
+        u = torch.rand(label_B.shape, device=label_B.device, generator=generator)
+        return torch.where(u < self.cfg.cond_drop_rate, self.num_classes, label_B)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(self, label_B: torch.Tensor, x_BLCv: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Teacher-forced forward: labels (B,) and x (B, L - first_l, Cvae) -> logits (B, L, V) float32.
+
+        Label dropout is applied only in training mode (the reference applies it in eval mode too).
+        """
+        B = x_BLCv.shape[0]
+        if self.training:
+            label_B = self.drop_labels(label_B, generator)
+        cond_BD = self.class_emb(label_B)
+        sos = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
+        x_BLC = torch.cat((sos, self.word_embed(x_BLCv.float())), dim=1)
+        x_BLC = x_BLC + (self.lvl_embed(self.lvl_1L.expand(B, -1)) + self.pos_1LC)
+        attn_bias = self.attn_bias_for_masking
+        cond = self.block_cond(cond_BD)
+        for block in self.blocks:
+            x_BLC = block(x_BLC, cond, attn_bias)
+        return self.logits(x_BLC, cond_BD)
