@@ -75,44 +75,36 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
              + lvl_pos_1LC[:, :first_l])
     quant = vqvae.quantize
     pn_K = var.patch_nums[-1]
-    f_hat = cond_BD.new_zeros(B, quant.Cvae, pn_K, pn_K)
-    cond = var.block_cond(cond_BD)
+    f_hat = quant.embedding.weight.new_zeros(B, quant.Cvae, pn_K, pn_K)
+    mods = var.modulations(cond_BD)
+    kv_cache = var.new_kv_cache(2 * B)
     K = len(var.patch_nums)
     details = {"labels": labels, "cfg_logits": [], "num_kept": []}
     idx_list, cur_L = [], 0
-    for block in var.blocks:
-        block.attn.kv_caching(True)
-    try:
-        for si, pn in enumerate(var.patch_nums):
-            ratio = si / (K - 1) if K > 1 else 0.0
-            cur_L += pn * pn
-            h = x_BlC
-            for block in var.blocks:
-                h = block(h, cond, None)
-            logits_2BlV = var.logits(h, cond_BD)
-            t = cfg * ratio
-            logits_BlV = (1 + t) * logits_2BlV[:B] - t * logits_2BlV[B:]
-            if return_details:
-                details["cfg_logits"].append(logits_BlV.clone())
-            filter_top_k_top_p_(logits_BlV, top_k, top_p)
-            if return_details:
-                details["num_kept"].append(torch.isfinite(logits_BlV).sum(-1).int())
-            idx_Bl = draw(logits_BlV, generator)
-            idx_list.append(idx_Bl)
-            if more_smooth:
-                h_BlCv = gumbel_smooth(logits_BlV, ratio, generator) @ quant.embedding.weight.unsqueeze(0)
-            else:
-                h_BlCv = quant.embedding(idx_Bl)
-            h_BChw = h_BlCv.transpose(1, 2).reshape(B, quant.Cvae, pn, pn)
-            f_hat, next_map = quant.next_input(si, f_hat, h_BChw)
-            if si != K - 1:
-                pn_next = var.patch_nums[si + 1]
-                x_BlC = var.word_embed(next_map.view(B, quant.Cvae, -1).transpose(1, 2)) \
-                    + lvl_pos_1LC[:, cur_L:cur_L + pn_next * pn_next]
-                x_BlC = x_BlC.repeat(2, 1, 1)
-    finally:
-        for block in var.blocks:
-            block.attn.kv_caching(False)
+    for si, pn in enumerate(var.patch_nums):
+        ratio = si / (K - 1) if K > 1 else 0.0
+        logits_2BlV = var.logits(var.forward_cached(x_BlC, mods, kv_cache, cur_L), cond_BD)
+        cur_L += pn * pn
+        t = cfg * ratio
+        logits_BlV = (1 + t) * logits_2BlV[:B] - t * logits_2BlV[B:]
+        if return_details:
+            details["cfg_logits"].append(logits_BlV.clone())
+        filter_top_k_top_p_(logits_BlV, top_k, top_p)
+        if return_details:
+            details["num_kept"].append(torch.isfinite(logits_BlV).sum(-1).int())
+        idx_Bl = draw(logits_BlV, generator)
+        idx_list.append(idx_Bl)
+        if more_smooth:
+            h_BlCv = gumbel_smooth(logits_BlV, ratio, generator) @ quant.embedding.weight.unsqueeze(0)
+        else:
+            h_BlCv = quant.embedding(idx_Bl)
+        h_BChw = h_BlCv.transpose(1, 2).reshape(B, quant.Cvae, pn, pn).to(f_hat.dtype)
+        f_hat, next_map = quant.next_input(si, f_hat, h_BChw)
+        if si != K - 1:
+            pn_next = var.patch_nums[si + 1]
+            x_BlC = var.word_embed(next_map.view(B, quant.Cvae, -1).transpose(1, 2).to(var.pos_1LC.dtype)) \
+                + lvl_pos_1LC[:, cur_L:cur_L + pn_next * pn_next]
+            x_BlC = x_BlC.repeat(2, 1, 1)
     img_B3HW = vqvae.fhat_to_img(f_hat).add(1).mul(0.5)
     if return_details:
         details["f_hat"] = f_hat

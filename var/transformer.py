@@ -68,13 +68,11 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(C, C)
         self.proj_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.attn_drop = cfg.attn_drop_rate
-        self.cached_k = self.cached_v = None
-        self.caching = False
 
-    def kv_caching(self, enable: bool):
-        self.caching, self.cached_k, self.cached_v = enable, None, None
-
-    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None, pos: int = 0) -> torch.Tensor:
+        """kv: this layer's preallocated (k, v) cache buffers (B, H, L_max, hd). The new keys/values are written
+        at [pos, pos + L) and the queries attend to all of [0, pos + L) (earlier scales and the current one)."""
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
@@ -83,11 +81,11 @@ class SelfAttention(nn.Module):
             scale_mul_1H11 = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
             q = F.normalize(q, dim=-1).mul(scale_mul_1H11)
             k = F.normalize(k, dim=-1)
-        if self.caching:
-            if self.cached_k is not None:
-                k = torch.cat((self.cached_k, k), dim=2)
-                v = torch.cat((self.cached_v, v), dim=2)
-            self.cached_k, self.cached_v = k, v
+        if kv is not None:
+            k_buf, v_buf = kv
+            k_buf[:, :, pos:pos + L] = k
+            v_buf[:, :, pos:pos + L] = v
+            k, v = k_buf[:, :, :pos + L], v_buf[:, :, :pos + L]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None if attn_bias is None else attn_bias.to(q.dtype),
             dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
@@ -124,12 +122,15 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD_or_gss).unbind(2)
         return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
 
-    def forward(self, x_BLC, cond_BD_or_gss, attn_bias):
+    def forward(self, x_BLC, cond_BD_or_gss, attn_bias, kv=None, pos: int = 0, mods=None):
+        """mods: this block's modulation precomputed by `modulation` (it depends only on the class, so the
+        sampler computes it once per image instead of once per scale)."""
         if not self.adaln:
-            x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), attn_bias))
+            x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), attn_bias, kv, pos))
             return x_BLC + self.drop_path(self.ffn(self.ln2(x_BLC)))
-        g1, g2, s1, s2, b1, b2 = self.modulation(cond_BD_or_gss)
-        x_BLC = x_BLC + self.drop_path(self.attn(self.ln_wo_grad(x_BLC).mul(s1.add(1)).add_(b1), attn_bias).mul_(g1))
+        g1, g2, s1, s2, b1, b2 = mods if mods is not None else self.modulation(cond_BD_or_gss)
+        x_BLC = x_BLC + self.drop_path(self.attn(self.ln_wo_grad(x_BLC).mul(s1.add(1)).add_(b1), attn_bias,
+                                                 kv, pos).mul_(g1))
         return x_BLC + self.drop_path(self.ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2))
 
 
@@ -223,7 +224,28 @@ class VAR(nn.Module):
         return cond_BD
 
     def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_nm(x_BLC.float(), cond_BD).float()).float()
+        """Head in the model's dtype; logits returned as float32."""
+        return self.head(self.head_nm(x_BLC, cond_BD)).float()
+
+    def modulations(self, cond_BD: torch.Tensor) -> list:
+        """Every block's AdaLN modulation for these classes (None per block with AdaLN off)."""
+        cond = self.block_cond(cond_BD)
+        return [b.modulation(cond) if b.adaln else None for b in self.blocks]
+
+    def new_kv_cache(self, B: int, device=None, dtype=None, max_len: int | None = None):
+        """Preallocated per-block (k, v) buffers (B, H, L, hd): filled scale by scale while sampling."""
+        H, hd = self.cfg.num_heads, self.cfg.head_dim
+        ref = self.pos_1LC
+        shape = (B, H, max_len or self.L, hd)
+        return [(torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype),
+                 torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype)) for _ in self.blocks]
+
+    def forward_cached(self, x_BlC: torch.Tensor, mods: list, kv_cache: list, pos: int) -> torch.Tensor:
+        """Run the blocks on one scale's tokens (positions [pos, pos + l)) against the KV cache; no mask is
+        needed since a scale sees every earlier scale and itself."""
+        for block, m, kv in zip(self.blocks, mods, kv_cache):
+            x_BlC = block(x_BlC, None, None, kv=kv, pos=pos, mods=m)
+        return x_BlC
 
     def drop_labels(self, label_B: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Label dropout for classifier-free guidance: each label becomes the null class with prob cond_drop_rate."""
