@@ -54,21 +54,44 @@ def resolve_labels(var: VAR, B: int, label_B, generator: torch.Generator | None,
     return torch.as_tensor(label_B, device=device, dtype=torch.long).reshape(B)
 
 
+class EagerRunner:
+    """Runs the transformer for one scale against a preallocated KV cache (the plain path).
+
+    The engine in var/engine.py supplies a drop-in runner that replays one CUDA graph per scale instead.
+    """
+
+    def __init__(self, var: VAR):
+        self.var = var
+
+    def start(self, cond_BD: torch.Tensor):
+        self.cond_BD = cond_BD
+        self.mods = self.var.modulations(cond_BD)
+        self.kv_cache = self.var.new_kv_cache(cond_BD.shape[0])
+
+    def step(self, x_BlC: torch.Tensor, si: int, pos: int) -> torch.Tensor:
+        return self.var.logits(self.var.forward_cached(x_BlC, self.mods, self.kv_cache, pos), self.cond_BD)
+
+
 @torch.no_grad()
 def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = None, cfg: float = 1.5,
            top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-           generator: torch.Generator | None = None, return_details: bool = False):
+           generator: torch.Generator | None = None, return_details: bool = False, runner=None, decode=None):
     """Generate B images. Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]).
 
     With return_details, a third value holds the labels used, the CFG logits of every scale (before
     filtering), the number of entries left by filtering per position, and the final f_hat.
+    `runner` (default EagerRunner) runs the transformer per scale; `decode` (default vqvae.fhat_to_img) turns
+    f_hat into images in [-1, 1]; var/engine.py passes faster ones that compute the same functions.
     """
     device = var.pos_start.device
     if seed is not None:
         generator = generator or torch.Generator(device=device)
         generator.manual_seed(seed)
+    runner = runner or EagerRunner(var)
+    decode = decode or vqvae.fhat_to_img
     labels = resolve_labels(var, B, label_B, generator, device)
     cond_BD = var.class_emb(torch.cat((labels, torch.full_like(labels, var.num_classes))))   # (2B, C): [cond; uncond]
+    runner.start(cond_BD)
     lvl_pos_1LC = var.lvl_embed(var.lvl_1L) + var.pos_1LC
     first_l = var.first_l
     x_BlC = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
@@ -76,14 +99,12 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
     quant = vqvae.quantize
     pn_K = var.patch_nums[-1]
     f_hat = quant.embedding.weight.new_zeros(B, quant.Cvae, pn_K, pn_K)
-    mods = var.modulations(cond_BD)
-    kv_cache = var.new_kv_cache(2 * B)
     K = len(var.patch_nums)
     details = {"labels": labels, "cfg_logits": [], "num_kept": []}
     idx_list, cur_L = [], 0
     for si, pn in enumerate(var.patch_nums):
         ratio = si / (K - 1) if K > 1 else 0.0
-        logits_2BlV = var.logits(var.forward_cached(x_BlC, mods, kv_cache, cur_L), cond_BD)
+        logits_2BlV = runner.step(x_BlC, si, cur_L)
         cur_L += pn * pn
         t = cfg * ratio
         logits_BlV = (1 + t) * logits_2BlV[:B] - t * logits_2BlV[B:]
@@ -98,14 +119,14 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
             h_BlCv = gumbel_smooth(logits_BlV, ratio, generator) @ quant.embedding.weight.unsqueeze(0)
         else:
             h_BlCv = quant.embedding(idx_Bl)
-        h_BChw = h_BlCv.transpose(1, 2).reshape(B, quant.Cvae, pn, pn).to(f_hat.dtype)
+        h_BChw = h_BlCv.transpose(1, 2).reshape(B, quant.Cvae, pn, pn)
         f_hat, next_map = quant.next_input(si, f_hat, h_BChw)
         if si != K - 1:
             pn_next = var.patch_nums[si + 1]
             x_BlC = var.word_embed(next_map.view(B, quant.Cvae, -1).transpose(1, 2).to(var.pos_1LC.dtype)) \
                 + lvl_pos_1LC[:, cur_L:cur_L + pn_next * pn_next]
             x_BlC = x_BlC.repeat(2, 1, 1)
-    img_B3HW = vqvae.fhat_to_img(f_hat).add(1).mul(0.5)
+    img_B3HW = decode(f_hat).float().add(1).mul(0.5)
     if return_details:
         details["f_hat"] = f_hat
         return idx_list, img_B3HW, details

@@ -266,7 +266,7 @@ class VAR(nn.Module):
             label_B = self.drop_labels(label_B, generator)
         cond_BD = self.class_emb(label_B)
         sos = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
-        x_BLC = torch.cat((sos, self.word_embed(x_BLCv.float())), dim=1)
+        x_BLC = torch.cat((sos, self.word_embed(x_BLCv.to(self.word_embed.weight.dtype))), dim=1)
         x_BLC = x_BLC + (self.lvl_embed(self.lvl_1L.expand(B, -1)) + self.pos_1LC)
         attn_bias = self.attn_bias_for_masking
         cond = self.block_cond(cond_BD)

@@ -1,0 +1,192 @@
+"""Fast generation and tokenisation on one device: the same functions as var.sampling / var.vqvae, faster.
+
+Levers (issue "Fast on one GPU"), each lossless:
+  * low-precision weights stored once (a bf16 copy of the transformer and of the decoder; the quantiser and
+    f_hat stay float32, so token maps are accumulated exactly as in the plain path);
+  * AdaLN modulation computed once per image, a preallocated static KV cache (var.transformer);
+  * one CUDA graph per scale step (the transformer blocks and the head), captured once per batch size;
+  * channels-last low-precision VQVAE decode/encode in chunks;
+  * batches larger than fit in memory run in chunks, so any batch size runs.
+Sampling itself (CFG, top-k/top-p, the draw) runs eagerly with the caller's generator, exactly as var.sampling.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .sampling import EagerRunner, sample
+from .transformer import VAR
+from .vqvae import VQVAE
+
+
+class GraphRunner:
+    """A drop-in for sampling.EagerRunner that replays one captured CUDA graph per scale."""
+
+    def __init__(self, var: VAR, batch2: int, block_fn=None, head_fn=None):
+        self.var, self.B2 = var, batch2
+        self.block_fn = block_fn or (lambda block, x, kv, pos, m: block(x, None, None, kv=kv, pos=pos, mods=m))
+        self.head_fn = head_fn or (lambda var_, h, cond: var_.logits(h, cond))
+        p = var.pos_1LC
+        C = var.C
+        self.cond = torch.zeros(batch2, C, device=p.device, dtype=p.dtype)
+        self.mods = [None if m is None else [torch.zeros(batch2, 1, C, device=p.device, dtype=p.dtype)
+                                             for _ in range(6)] for m in var.modulations(self.cond)]
+        self.kv_cache = var.new_kv_cache(batch2)
+        self.x_in, self.pos = [], []
+        pos = 0
+        for pn in var.patch_nums:
+            self.x_in.append(torch.zeros(batch2, pn * pn, C, device=p.device, dtype=p.dtype))
+            self.pos.append(pos)
+            pos += pn * pn
+        self.graphs, self.logits_out = None, None
+
+    def _run(self, si: int) -> torch.Tensor:
+        h = self.x_in[si]
+        for block, m, kv in zip(self.var.blocks, self.mods, self.kv_cache):
+            h = self.block_fn(block, h, kv, self.pos[si], m)
+        return self.head_fn(self.var, h, self.cond)
+
+    def _capture(self):
+        pool = torch.cuda.graph_pool_handle()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):   # warm-up outside capture (cuBLAS/cuDNN workspaces, lazy inits)
+            for si in range(len(self.x_in)):
+                self._run(si)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graphs, self.logits_out = [], []
+        for si in range(len(self.x_in)):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=pool):
+                out = self._run(si)
+            self.graphs.append(g)
+            self.logits_out.append(out)
+
+    def start(self, cond_BD: torch.Tensor):
+        self.cond.copy_(cond_BD)
+        for static, m in zip(self.mods, self.var.modulations(cond_BD)):
+            if static is not None:
+                for s, v in zip(static, m):
+                    s.copy_(v.expand_as(s))
+        if self.graphs is None:
+            self._capture()
+
+    def step(self, x_BlC: torch.Tensor, si: int, pos: int) -> torch.Tensor:
+        assert pos == self.pos[si]
+        self.x_in[si].copy_(x_BlC)
+        self.graphs[si].replay()
+        return self.logits_out[si]
+
+
+class GenerationEngine:
+    """generate(...) computes var.sampling.sample's function, with the levers listed in the module docstring.
+
+    `max_batch` bounds the images per chunk (default: what keeps the KV cache within `kv_budget` of the
+    device's memory); a batch is split into equal chunks that draw from the one generator in order, so results
+    depend on the chunking but on nothing else. The pipeline fixes the batch size, hence the chunking.
+    """
+
+    def __init__(self, var: VAR, vqvae: VQVAE, *, dtype: torch.dtype = torch.bfloat16,
+                 cuda_graphs: bool | None = None, max_batch: int | None = None, decode_batch: int = 64,
+                 kv_budget: float = 0.3, compile: bool = False):
+        device = var.pos_1LC.device
+        self.device, self.dtype = device, dtype
+        self.var = var if var.pos_1LC.dtype == dtype else copy.deepcopy(var).to(dtype)
+        self.var.eval()
+        self.vqvae = vqvae.eval()                                  # quantiser and f_hat stay float32
+        self.vq_lp = vqvae if dtype == torch.float32 else copy.deepcopy(vqvae).to(dtype)
+        # Measured on an H100 (benchmarks/profile_generate.py): bf16 decode runs faster in NCHW than in
+        # channels-last, whose GroupNorm/SiLU fall back to slow strided kernels.
+        self.channels_last = False
+        if self.channels_last:
+            self.vq_lp = self.vq_lp.to(memory_format=torch.channels_last)
+        self.vq_lp.eval()
+        self.cuda_graphs = (device.type == "cuda") if cuda_graphs is None else cuda_graphs
+        self.decode_batch = decode_batch
+        if max_batch is None:
+            cfg = var.cfg
+            kv_per_image = 2 * 2 * cfg.depth * cfg.seq_len * cfg.embed_dim * torch.finfo(dtype).bits // 8  # CFG: 2 rows
+            total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 8 << 30
+            max_batch = max(1, int(kv_budget * total // kv_per_image))
+        self.max_batch = max_batch
+        self._runners: dict[int, GraphRunner] = {}
+        self.block_fn = self.head_fn = None
+        if compile:
+            # One compiled graph serves every block and every scale (weights are inputs, lengths symbolic), so
+            # compilation happens once; Inductor fuses the LayerNorm/AdaLN/L2-norm/residual element-wise chains.
+            from .transformer import AdaLNSelfAttn
+            fwd = torch.compile(AdaLNSelfAttn.forward, dynamic=True)
+            self.block_fn = lambda block, x, kv, pos, m: fwd(block, x, None, None, kv, pos, m)
+            self.head_fn = torch.compile(VAR.logits, dynamic=True)
+            self.decoder_fn = torch.compile(self.vq_lp.fhat_to_img, dynamic=False)
+        else:
+            self.decoder_fn = self.vq_lp.fhat_to_img
+
+    def _lp(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @torch.no_grad()
+    def decode(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """f_hat (B, Cvae, pn_K, pn_K) -> images in [-1, 1] float32, decoded in chunks."""
+        return torch.cat([self.decoder_fn(self._lp(f)).float() for f in f_hat.split(self.decode_batch)])
+
+    @torch.no_grad()
+    def encode(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
+        """Images in [-1, 1] -> token maps; encoder in low precision, nearest-code search in float32."""
+        chunks = [self.vqvae.quantize.f_to_idx(self.vq_lp.encode_features(self._lp(x)).float())
+                  for x in img_B3HW.split(self.decode_batch)]
+        return [torch.cat(per_scale) for per_scale in zip(*chunks)]
+
+    def _runner(self, B: int):
+        if not self.cuda_graphs:
+            return EagerRunner(self.var)
+        if B not in self._runners:
+            while len(self._runners) >= 2:   # each runner holds a KV cache: keep the two most recent sizes
+                self._runners.pop(next(iter(self._runners)))
+            self._runners[B] = GraphRunner(self.var, 2 * B, self.block_fn, self.head_fn)
+        return self._runners[B]
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, label_B: torch.Tensor, idx_list: list[torch.Tensor]) -> torch.Tensor:
+        """Conditional logits (B, L, V) of the fast per-scale path on given token maps (no sampling): checks that
+        the KV-cached, graph-replayed computation equals the masked full-sequence forward."""
+        B = label_B.shape[0]
+        var = self.var
+        runner = self._runner(B) if self.cuda_graphs else EagerRunner(var)
+        cond_BD = var.class_emb(torch.cat((label_B, torch.full_like(label_B, var.num_classes))))
+        runner.start(cond_BD)
+        lvl_pos_1LC = var.lvl_embed(var.lvl_1L) + var.pos_1LC
+        x_rest = var.word_embed(self.vqvae.idx_to_var_input(idx_list).to(var.pos_1LC.dtype)) \
+            + lvl_pos_1LC[:, var.first_l:]
+        x_all = torch.cat((cond_BD[:B, None] + var.pos_start + lvl_pos_1LC[:, :var.first_l], x_rest), dim=1)
+        out = []
+        for si, (bg, ed) in enumerate(var.begin_ends):
+            out.append(runner.step(x_all[:, bg:ed].repeat(2, 1, 1), si, bg)[:B].clone())
+        return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def generate(self, B: int, label_B=None, *, seed: int | None = None, cfg: float = 1.5, top_k: int = 0,
+                 top_p: float = 0.0, more_smooth: bool = False, generator: torch.Generator | None = None):
+        """Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]), like var.sampling.sample."""
+        if seed is not None:
+            generator = generator or torch.Generator(device=self.device)
+            generator.manual_seed(seed)
+        if label_B is None:
+            from .sampling import resolve_labels
+            label_B = resolve_labels(self.var, B, None, generator, self.device)
+        elif not isinstance(label_B, int):
+            label_B = torch.as_tensor(label_B, device=self.device, dtype=torch.long).reshape(B)
+        idx_chunks, img_chunks = [], []
+        n_chunks = -(-B // self.max_batch)
+        chunk = -(-B // n_chunks)   # equal chunks, so one set of CUDA graphs serves them all
+        for start in range(0, B, chunk):
+            b = min(chunk, B - start)
+            labels = label_B if isinstance(label_B, int) else label_B[start:start + b]
+            idx, img = sample(self.var, self.vqvae, b, labels, cfg=cfg, top_k=top_k, top_p=top_p,
+                              more_smooth=more_smooth, generator=generator, runner=self._runner(b),
+                              decode=self.decode)
+            idx_chunks.append(idx)
+            img_chunks.append(img)
+        return [torch.cat(s) for s in zip(*idx_chunks)], torch.cat(img_chunks)
