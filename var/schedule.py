@@ -1,0 +1,62 @@
+"""Learning-rate and weight-decay schedule of the reference VAR training (schedule 'lin0').
+
+The formulas, boundaries and the order of the float operations follow the reference `lr_wd_annealing` exactly, so
+the values match its recorded samples to float64 rounding (`../shared/fixtures/fixture_lr_schedule.json`):
+
+    peak_lr   = base_lr_per_256 * global_batch / 256
+    warmup_it = round(warmup_epochs * iters_per_epoch)          (reference: warmup_epochs = epochs / 50)
+    it <  warmup_it:  f = wp0 + (1 - wp0) * it / warmup_it      (wp0 = 0.005; linear, f(warmup_it) would be 1)
+    it >= warmup_it:  p = (it - warmup_it) / (max_it - 1 - warmup_it)          (0 at warm-up end, 1 at last it)
+                      f = 1                                    if p < 0.05
+                      f = wpe + (1 - wpe) * (1 - p) / 0.95     otherwise (= 1 at p = 0.05, = wpe at p = 1)
+    lr = f * peak_lr
+    wd = wd_end + (wd - wd_end) * (0.5 + 0.5 * cos(pi * it / (max_it - 1)))   (cosine over the whole run)
+"""
+from __future__ import annotations
+
+import math
+
+SCHEDULES = ("lin0", "cos", "const")
+
+
+def peak_lr_for(base_lr_per_256: float, global_batch: int) -> float:
+    """Linear scaling rule (reference: peak_lr = tblr * glb_bs / 256)."""
+    return base_lr_per_256 * global_batch / 256
+
+
+def lr_factor_at(it: int, *, max_it: int, warmup_it: float, warmup_start_ratio: float = 0.005,
+                 final_lr_ratio: float = 0.01, schedule: str = "lin0") -> float:
+    """The lr multiplier of `peak_lr` at iteration `it` (0-based)."""
+    wp_it = round(warmup_it)  # the reference rounds a fractional (ep/50 * iters) warm-up length
+    wp0, wpe = warmup_start_ratio, final_lr_ratio
+    if it < wp_it:
+        return wp0 + (1 - wp0) * it / wp_it
+    if schedule == "const":
+        return 1.0
+    # Fraction of the post-warm-up run already done; the denominator uses max_it - 1 so that the last iteration
+    # (max_it - 1) lands exactly on wpe.
+    pasd = (it - wp_it) / max(max_it - 1 - wp_it, 1)
+    rest = 1 - pasd
+    if schedule == "lin0":
+        # Plateau at peak for the first 5% after warm-up, then linear decay to wpe (reference 'lin0').
+        T = 0.05
+        max_rest = 1 - T
+        return 1.0 if pasd < T else wpe + (1 - wpe) * rest / max_rest
+    if schedule == "cos":
+        return wpe + (1 - wpe) * (0.5 + 0.5 * math.cos(math.pi * pasd))
+    raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+
+
+def wd_at(it: int, *, max_it: int, wd: float, wd_end: float) -> float:
+    """Cosine from `wd` at it=0 to `wd_end` at it=max_it-1 (exactly `wd` throughout when wd_end == wd)."""
+    pasd = it / max(max_it - 1, 1)
+    return wd_end + (wd - wd_end) * (0.5 + 0.5 * math.cos(math.pi * pasd))
+
+
+def lr_wd_at(it: int, *, peak_lr: float, max_it: int, warmup_it: float, wd: float, wd_end: float,
+             warmup_start_ratio: float = 0.005, final_lr_ratio: float = 0.01,
+             schedule: str = "lin0") -> tuple[float, float]:
+    """(lr, weight_decay) at iteration `it`, for a param group with lr/wd scale 1."""
+    f = lr_factor_at(it, max_it=max_it, warmup_it=warmup_it, warmup_start_ratio=warmup_start_ratio,
+                     final_lr_ratio=final_lr_ratio, schedule=schedule)
+    return f * peak_lr, wd_at(it, max_it=max_it, wd=wd, wd_end=wd_end)

@@ -1,0 +1,269 @@
+"""Training of the multi-scale VQVAE tokenizer (paper Sec. 3.2 / Appendix: VQGAN losses on a residual quantizer).
+
+loss = lambda_rec * ||rec - img||^2 + lambda_vq * vq_loss (eq. 5, returned by `vqvae(img)`)
+       + lambda_p * perceptual(rec, img)                       (LPIPS in the paper; any callable plugs in)
+       + lambda_g * w_adapt * hinge_G(D(rec))                  (from `disc_start_step` on; VQGAN adaptive weight)
+
+Before `disc_start_step` the discriminator is neither run nor stepped, and it is built from its own seed under
+`fork_rng`, so a run with lambda_g > 0 is bitwise the same as one with lambda_g = 0 up to that step. Resumable
+like `train_var`: `out_dir/state.pt` holds tokenizer, discriminator, both optimizers, the step and all RNG states.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from var.checkpoint import save_checkpoint
+from var.config import config_to_dict
+from var.io import atomic_torch_save, load_torch
+from var.train import capture_rng, epoch_order, restore_rng, seed_everything
+
+
+@dataclass(frozen=True)
+class TokenizerTrainConfig:
+    """Tokenizer training hyperparameters (params section `tokenizer_train`)."""
+    batch_size: int = 32
+    epochs: int = 10
+    max_steps: int = 0                  # >0: train this many steps instead of `epochs`
+    lr: float = 1e-4
+    warmup_steps: int = 0               # linear warm-up from 0 of the generator (and discriminator) lr
+    betas: tuple[float, float] = (0.5, 0.9)   # VQGAN's Adam betas
+    weight_decay: float = 0.0           # AdamW, decoupled; 0 = plain Adam
+    grad_clip: float = 0.0              # <=0: off
+    lambda_rec: float = 1.0             # pixel L2
+    lambda_vq: float = 1.0              # the quantizer's codebook + commitment loss
+    lambda_p: float = 0.0               # perceptual; needs `perceptual=` passed to train_tokenizer
+    lambda_g: float = 0.0               # adversarial (hinge) generator loss; 0 = no discriminator at all
+    disc_start_step: int = 0
+    disc_lr: float = 0.0                # 0: = lr
+    disc_ch: int = 64                   # PatchGAN base width
+    disc_layers: int = 3                # PatchGAN stride-2 layers (receptive field grows with it)
+    adaptive_weight_max: float = 1e4    # VQGAN clamps the adaptive weight to [0, 1e4]
+    dead_code_restart: bool = False     # re-seed never-hit codes with encoder features (off: the paper's setup)
+    dead_code_every_steps: int = 100
+    seed: int = 0
+    ckpt_every_steps: int = 1000
+    eval_every_epochs: int = 1
+    eval_batch_size: int = 0            # 0: = batch_size
+    log_every_steps: int = 50
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
+            raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
+        if min(self.lambda_rec, self.lambda_vq, self.lambda_p, self.lambda_g) < 0:
+            raise ValueError("loss weights must be >= 0")
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator of pix2pix / VQGAN (`NLayerDiscriminator`): images in [-1, 1] -> patch logits."""
+
+    def __init__(self, ch: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1     # the last hidden layer keeps the resolution, as pix2pix
+            layers += [nn.Conv2d(ch * prev, ch * mult, 4, stride, 1, bias=False), nn.BatchNorm2d(ch * mult),
+                       nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ch * mult, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+        for m in self.modules():                  # VQGAN's weights_init
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+        return self.net(img_B3HW)
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_w: float) -> torch.Tensor:
+    """VQGAN eq. (7): balance the GAN gradient against the reconstruction gradient at the decoder's last layer."""
+    nll_grad = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return (nll_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, max_w).detach()
+
+
+def to_model_range(images_uint8_NHW3: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images_uint8_NHW3)).to(device)
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def restart_dead_codes(embedding_VC: torch.Tensor, hits_V: torch.Tensor, f_NC: torch.Tensor) -> int:
+    """Replace codebook rows never hit since the last restart by random encoder feature vectors (global RNG)."""
+    dead = (hits_V == 0).nonzero().flatten()
+    if dead.numel() and f_NC.shape[0]:
+        pick = torch.randint(0, f_NC.shape[0], (dead.numel(),), device=f_NC.device)
+        embedding_VC[dead] = f_NC[pick].to(embedding_VC.dtype)
+    return int(dead.numel())
+
+
+@torch.no_grad()
+def evaluate_tokenizer(vqvae, images_uint8_NHW3: np.ndarray, batch_size: int, device: torch.device) -> dict:
+    """PSNR of the (clamped) reconstructions with images mapped to [0, 1], L2 and VQ loss, usage % per scale."""
+    was_training = vqvae.training
+    vqvae.eval()
+    V, K = vqvae.cfg.vocab_size, len(vqvae.cfg.patch_nums)
+    hits_KV = torch.zeros(K, V, dtype=torch.long, device=device)
+    psnr_sum, l2_sum, vq_sum, n = 0.0, 0.0, 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for s in range(0, len(images_uint8_NHW3), batch_size):
+            img_B3HW = to_model_range(images_uint8_NHW3[s:s + batch_size], device)
+            rec_B3HW, vq_loss, _ = vqvae(img_B3HW)
+            B = img_B3HW.shape[0]
+            mse_B = ((rec_B3HW.clamp(-1, 1) - img_B3HW) / 2).double().square().flatten(1).mean(1)  # in [0,1] units
+            psnr_sum += (10 * torch.log10(1.0 / mse_B.clamp_min(1e-10))).sum().item()
+            l2_sum += F.mse_loss(rec_B3HW, img_B3HW).item() * B
+            vq_sum += vq_loss.item() * B
+            for k, idx_Bl in enumerate(vqvae.img_to_idx(img_B3HW)):
+                hits_KV[k] += torch.bincount(idx_Bl.flatten(), minlength=V)
+            n += B
+    vqvae.train(was_training)
+    usage_K = ((hits_KV > 0).double().mean(1) * 100).tolist()
+    return {"val_psnr": psnr_sum / max(n, 1), "val_l2": l2_sum / max(n, 1), "val_vq_loss": vq_sum / max(n, 1),
+            "val_usage_per_scale": usage_K, "val_usage_mean": float(np.mean(usage_K))}
+
+
+def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.ndarray | None,
+                    cfg: TokenizerTrainConfig, *, out_dir, device="cpu", log: Callable[[str], None] = print,
+                    progress: Callable[[int, int, dict], None] | None = None,
+                    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """Train `vqvae` (rec_B3HW, vq_loss, usage = vqvae(img_B3HW)); write out_dir/state.pt and model.pt."""
+    if cfg.lambda_p > 0 and perceptual is None:
+        raise ValueError("lambda_p > 0 needs a perceptual loss callable (perceptual=...)")
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "state.pt"
+    N, B = len(train_images_uint8_NHW3), cfg.batch_size
+    iters_per_ep = math.ceil(N / B)
+    max_it = cfg.max_steps or cfg.epochs * iters_per_ep
+
+    vqvae.to(device).train()
+    opt = torch.optim.AdamW(vqvae.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                            foreach=False)
+    use_gan = cfg.lambda_g > 0
+    disc = opt_d = None
+    if use_gan:
+        with torch.random.fork_rng(devices=[]):   # leave the global stream as it would be without a discriminator
+            torch.manual_seed(cfg.seed + 2)
+            disc = PatchDiscriminator(cfg.disc_ch, cfg.disc_layers).to(device).train()
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.betas,
+                                  weight_decay=0.0, foreach=False)
+    hits_V = torch.zeros(vqvae.cfg.vocab_size, dtype=torch.long, device=device)
+    step, history, train_time, restarted = 0, [], 0.0, 0
+    if state_path.is_file():
+        st = load_torch(state_path, map_location=device)
+        if st.get("cfg") != config_to_dict(cfg):
+            raise ValueError(f"{state_path} was written with a different tokenizer train config; move it away "
+                             f"to start a new run")
+        vqvae.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        if use_gan:
+            disc.load_state_dict(st["disc"])
+            opt_d.load_state_dict(st["disc_optimizer"])
+        step, history, train_time = int(st["step"]), list(st["history"]), float(st["train_time_s"])
+        hits_V.copy_(st["hits_V"])
+        restarted = int(st["restarted_codes"])
+        restore_rng(st["rng"])
+        log(f"[train_tokenizer] resumed from {state_path} at step {step}/{max_it}")
+    else:
+        seed_everything(cfg.seed)
+    last_layer = vqvae.decoder.conv_out.weight
+    t_log = time.perf_counter()
+
+    while step < max_it:
+        ep, it_in_ep = divmod(step, iters_per_ep)
+        sel = epoch_order(cfg.seed, ep, N, iters_per_ep, B)[it_in_ep * B:(it_in_ep + 1) * B]
+        t0 = time.perf_counter()
+        img_B3HW = to_model_range(train_images_uint8_NHW3[sel], device)
+        lr_scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+        for o, base in ((opt, cfg.lr), (opt_d, cfg.disc_lr or cfg.lr)):
+            for g in (o.param_groups if o is not None else []):
+                g["lr"] = base * lr_scale
+
+        rec_B3HW, vq_loss, usage = vqvae(img_B3HW)
+        rec_loss = F.mse_loss(rec_B3HW, img_B3HW)
+        nll = cfg.lambda_rec * rec_loss
+        if cfg.lambda_p > 0:
+            nll = nll + cfg.lambda_p * perceptual(rec_B3HW, img_B3HW).mean()
+        loss = nll + cfg.lambda_vq * vq_loss
+        info = {"loss": 0.0, "rec": rec_loss.item(), "vq": vq_loss.item(), "usage_mean": float(np.mean(usage))}
+        gan_on = use_gan and step >= cfg.disc_start_step
+        if gan_on:
+            disc.requires_grad_(False)
+            g_loss = -disc(rec_B3HW).mean()
+            w = adaptive_weight(nll, g_loss, last_layer, cfg.adaptive_weight_max)
+            loss = loss + cfg.lambda_g * w * g_loss
+            info.update(g_loss=g_loss.item(), adaptive_w=w.item())
+        info["loss"] = loss.item()
+        if not math.isfinite(info["loss"]):
+            raise FloatingPointError(f"non-finite tokenizer loss {info['loss']} at step {step} (epoch {ep}); "
+                                     f"last good state kept in {state_path}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(vqvae.parameters(), cfg.grad_clip)
+        opt.step()
+        if gan_on:
+            disc.requires_grad_(True)
+            d_loss = hinge_d_loss(disc(img_B3HW), disc(rec_B3HW.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            info["d_loss"] = d_loss.item()
+        if cfg.dead_code_restart:
+            with torch.no_grad():
+                f_BChw = vqvae.encode_features(img_B3HW)
+                for idx_Bl in vqvae.quantize.f_to_idx(f_BChw):
+                    hits_V += torch.bincount(idx_Bl.flatten(), minlength=hits_V.numel())
+            if (step + 1) % cfg.dead_code_every_steps == 0:
+                f_NC = f_BChw.permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
+                restarted += restart_dead_codes(vqvae.quantize.embedding.weight.data, hits_V, f_NC)
+                hits_V.zero_()
+        step += 1
+        train_time += time.perf_counter() - t0
+
+        if progress is not None:
+            progress(step, max_it, info)
+        if step % cfg.log_every_steps == 0 or step == max_it:
+            log(f"[train_tokenizer] step {step}/{max_it} ep {ep} " +
+                " ".join(f"{k} {v:.4g}" for k, v in info.items()) + f" ({time.perf_counter() - t_log:.1f}s)")
+            t_log = time.perf_counter()
+        epoch_end = step % iters_per_ep == 0 or step == max_it
+        done_ep = (step - 1) // iters_per_ep + 1
+        if epoch_end and val_images is not None and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
+            m = evaluate_tokenizer(vqvae, val_images, cfg.eval_batch_size or B, device)
+            m.update(epoch=done_ep, step=step)
+            history.append(m)
+            log(f"[train_tokenizer] eval ep {done_ep}: psnr {m['val_psnr']:.2f} usage {m['val_usage_mean']:.1f}%")
+        if epoch_end or step % cfg.ckpt_every_steps == 0:
+            atomic_torch_save(state_path, {
+                "format": "tokenizer-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
+                "model": vqvae.state_dict(), "optimizer": opt.state_dict(),
+                "disc": disc.state_dict() if use_gan else {}, "disc_optimizer": opt_d.state_dict() if use_gan else {},
+                "rng": capture_rng(), "history": history, "train_time_s": train_time, "hits_V": hits_V,
+                "restarted_codes": restarted})
+
+    metrics = dict(history[-1]) if history else {}
+    metrics.update(step=step, train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
+                   restarted_codes=restarted, history=history)
+    save_checkpoint(out_dir / "model.pt", vqvae, kind="vqvae", step=step,
+                    extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
+    return metrics

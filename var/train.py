@@ -1,0 +1,356 @@
+"""VAR (and AR-baseline) training on precomputed token files, resumable and bit-exact on CPU.
+
+Data: a token file (`tokens` stage) holds `idx_NL` (all scales concatenated, coarsest first), `labels_N` and
+`patch_nums`. Each batch's teacher-forcing input `x_BLCv = vqvae.idx_to_var_input(idx_Bl)` is computed on the fly
+from the token maps (paper Sec. 3.3: the model sees the tokenizer's cumulative f_hat, resized to the next scale).
+
+Determinism: epoch e visits the data in the permutation drawn from (seed, e), so the data order needs no saved
+state. Label dropout for CFG draws from a dedicated generator passed to the model (when its forward takes
+`generator`), drop-path and dropout from the global torch RNG; both states (and numpy's, python's and CUDA's) are
+saved in `state.pt` with the model and optimizer.
+Validation runs under `torch.random.fork_rng`, so how often one evaluates never changes the training stream.
+A rerun of the same call resumes from `state.pt`; on CPU the result is bitwise identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from var.checkpoint import save_checkpoint
+from var.config import config_to_dict
+from var.io import atomic_torch_save, load_npz, load_torch
+from var.schedule import SCHEDULES, lr_wd_at, peak_lr_for
+
+NAN_POLICIES = ("raise", "skip")
+_MAX_CONSECUTIVE_SKIPS = 20   # a run that keeps producing non-finite losses has diverged; stop it
+
+# Parameters whose name contains one of these are never weight-decayed (the reference's `nowd_keys`): learned
+# positional / level embeddings, the unconditional class row, and the attention temperature `scale_mul`.
+NO_DECAY_KEYS = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start",
+                 "start_pos", "lvl_embed", "gamma", "beta", "ana_gamma", "ana_beta", "ada_gss", "scale_mul")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """VAR training hyperparameters (reference train.py defaults; the params section is `train`)."""
+    batch_size: int = 768               # global batch (the reference's glb_bs; no gradient accumulation)
+    epochs: int = 200
+    max_steps: int = 0                  # >0: the run (and its lr schedule) is this many steps instead of epochs
+    base_lr_per_256: float = 1e-4       # peak lr = base_lr_per_256 * batch_size / 256 (reference `tblr`)
+    warmup_epochs: float = -1.0         # <0: the reference's epochs / 50, i.e. 2% of the run
+    warmup_start_ratio: float = 0.005   # warm-up starts at this fraction of the peak lr (reference `wp0`)
+    final_lr_ratio: float = 0.01        # lr at the last step as a fraction of peak (reference `wpe`)
+    schedule: str = "lin0"
+    weight_decay: float = 0.05
+    weight_decay_end: float = -1.0      # <0: = weight_decay (reference: twde = twde or twd)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 2.0              # <=0: no clipping
+    label_smoothing: float = 0.0
+    seed: int = 0
+    ckpt_every_steps: int = 1000        # state.pt is also written at every epoch end and at the end
+    eval_every_epochs: int = 1          # validation after every N epochs and after the last step
+    eval_batch_size: int = 0            # 0: = batch_size
+    log_every_steps: int = 50
+    nan_policy: str = "raise"           # raise: stop naming the step; skip: drop that update (lr still advances)
+    precision: str = "fp32"             # fp32 | bf16 (autocast; CUDA only)
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
+            raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+
+    @property
+    def peak_lr(self) -> float:
+        return peak_lr_for(self.base_lr_per_256, self.batch_size)
+
+    @property
+    def wd_end(self) -> float:
+        return self.weight_decay if self.weight_decay_end < 0 else self.weight_decay_end
+
+
+# ------------------------------------------------------------------------------------------------ RNG state
+def seed_everything(seed: int) -> None:
+    """Seed the global torch (CPU and CUDA), numpy and python RNGs at the start of a fresh run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict:
+    """All global RNG states as tensors/ints, so that `load_torch` (weights_only=True) can read them back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    out = {"torch": torch.get_rng_state(),
+           "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                     "has_gauss": int(has_gauss), "gauss": float(gauss)},
+           "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(st: dict) -> None:
+    torch.set_rng_state(st["torch"].cpu())
+    n = st["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = st["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class TokenData:
+    idx_NL: np.ndarray          # int16/int32, all scales concatenated
+    labels_N: np.ndarray        # int64
+    patch_nums: tuple[int, ...]
+
+    @property
+    def num(self) -> int:
+        return int(self.labels_N.shape[0])
+
+
+def as_token_data(tokens: Any, patch_nums: tuple[int, ...] | None, what: str) -> TokenData:
+    """A token file path or a mapping with idx_NL / labels_N / patch_nums -> checked TokenData."""
+    if isinstance(tokens, TokenData):
+        d = {"idx_NL": tokens.idx_NL, "labels_N": tokens.labels_N, "patch_nums": np.asarray(tokens.patch_nums)}
+    elif isinstance(tokens, Mapping):
+        d = tokens
+    else:
+        d = load_npz(tokens, required=("idx_NL", "labels_N", "patch_nums"))
+    pns = tuple(int(p) for p in np.asarray(d["patch_nums"]).reshape(-1))
+    if patch_nums is not None and pns != tuple(patch_nums):
+        raise ValueError(f"{what} tokens have patch_nums {pns}, the model expects {tuple(patch_nums)}")
+    idx_NL, labels_N = np.asarray(d["idx_NL"]), np.asarray(d["labels_N"]).astype(np.int64)
+    L = sum(p * p for p in pns)
+    if idx_NL.ndim != 2 or idx_NL.shape[1] != L or idx_NL.shape[0] != labels_N.shape[0]:
+        raise ValueError(f"{what} tokens: idx_NL {idx_NL.shape} / labels_N {labels_N.shape} do not match L={L}")
+    return TokenData(idx_NL, labels_N, pns)
+
+
+def epoch_order(seed: int, epoch: int, num: int, iters: int, batch_size: int) -> np.ndarray:
+    """Sample indices of one epoch, (iters * batch_size,): a permutation drawn from (seed, epoch), repeated
+    cyclically to fill the last batch (the reference also fills every batch, iters = ceil(N / B))."""
+    perm = np.random.default_rng([seed, epoch]).permutation(num)
+    return np.resize(perm, iters * batch_size)
+
+
+def split_scales(idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> list[torch.Tensor]:
+    return list(torch.split(idx_BL, [p * p for p in patch_nums], dim=1))
+
+
+# ------------------------------------------------------------------------------------------------ loss
+def var_inputs(vqvae, idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> torch.Tensor:
+    """Teacher-forcing input for next-scale prediction, (B, L - pn_1^2, Cvae); the tokenizer is frozen."""
+    with torch.no_grad():
+        return vqvae.idx_to_var_input(split_scales(idx_BL, patch_nums))
+
+
+def token_ce_BL(logits_BLV: torch.Tensor, gt_BL: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-token cross entropy (B, L), computed in float32."""
+    B, L, V = logits_BLV.shape
+    return F.cross_entropy(logits_BLV.float().reshape(-1, V), gt_BL.reshape(-1), reduction="none",
+                           label_smoothing=label_smoothing).view(B, L)
+
+
+def mean_token_loss(loss_BL: torch.Tensor) -> torch.Tensor:
+    """Uniform weights 1/L over all tokens then the batch mean (the reference's `loss.mul(lw).sum(-1).mean()`)."""
+    L = loss_BL.shape[1]
+    return loss_BL.mul(1.0 / L).sum(dim=-1).mean()
+
+
+def param_groups(model: torch.nn.Module) -> list[dict]:
+    """Two AdamW groups. No decay for: every parameter with ndim <= 1 (biases, norm gains, 1-D embeddings),
+    names ending in 'bias', and names containing a NO_DECAY_KEYS entry (positional/level embeddings, scale_mul);
+    every other (weight-matrix) parameter is decayed. `wd_scale` multiplies the scheduled weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith("bias") or any(k in name for k in NO_DECAY_KEYS)
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "wd_scale": 1.0}, {"params": no_decay, "wd_scale": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # foreach/fused kernels change the summation order on some devices; the plain loop is the bit-exact path on CPU.
+    fast = device.type == "cuda"
+    return torch.optim.AdamW(param_groups(model), lr=cfg.peak_lr, betas=cfg.betas, eps=cfg.eps,
+                             weight_decay=0.0, foreach=False, fused=fast)
+
+
+# ------------------------------------------------------------------------------------------------ eval
+@torch.no_grad()
+def evaluate(model, vqvae, data: TokenData, batch_size: int, device: torch.device) -> dict:
+    """Mean CE over all tokens, CE of the last scale, token error rate (1 - argmax accuracy) per scale."""
+    was_training = model.training
+    model.eval()
+    pns = data.patch_nums
+    K = len(pns)
+    bounds = np.cumsum([0] + [p * p for p in pns])
+    loss_sum, loss_last_sum, n = 0.0, 0.0, 0
+    err_sum_K = np.zeros(K)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for s in range(0, data.num, batch_size):
+            idx_BL = torch.from_numpy(data.idx_NL[s:s + batch_size].astype(np.int64)).to(device)
+            label_B = torch.from_numpy(data.labels_N[s:s + batch_size]).to(device)
+            logits_BLV = model(label_B, var_inputs(vqvae, idx_BL, pns))
+            loss_BL = token_ce_BL(logits_BLV, idx_BL)
+            wrong_BL = (logits_BLV.argmax(dim=-1) != idx_BL).double()
+            B = idx_BL.shape[0]
+            loss_sum += loss_BL.double().mean(dim=1).sum().item()
+            loss_last_sum += loss_BL[:, bounds[-2]:].double().mean(dim=1).sum().item()
+            for k in range(K):
+                err_sum_K[k] += wrong_BL[:, bounds[k]:bounds[k + 1]].mean(dim=1).sum().item()
+            n += B
+    model.train(was_training)
+    err_K = err_sum_K / max(n, 1)
+    return {"val_loss": loss_sum / max(n, 1), "val_loss_last": loss_last_sum / max(n, 1),
+            "val_err_last": float(err_K[-1]), "val_err_mean_scales": float(err_K.mean()),
+            "val_err_per_scale": [float(e) for e in err_K]}
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _save_state(path: Path, model, opt, cfg: TrainConfig, step: int, history: list, extra: dict) -> None:
+    atomic_torch_save(path, {"format": "var-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
+                             "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": capture_rng(),
+                             "history": history, **extra})
+
+
+def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_dir, device="cpu",
+              log: Callable[[str], None] = print, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train `model` (logits_BLV = model(label_B, x_BLCv)) on token files; write out_dir/state.pt and model.pt.
+
+    Returns the final metrics. Raises FloatingPointError naming the step on a non-finite loss (nan_policy
+    'raise'); state.pt then still holds the last good checkpoint.
+    """
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "state.pt"
+    pns = tuple(getattr(getattr(model, "cfg", None), "patch_nums", None) or vqvae.cfg.patch_nums)
+    train = as_token_data(train_tokens, pns, "train")
+    val = as_token_data(val_tokens, pns, "val") if val_tokens is not None else None
+
+    B = cfg.batch_size
+    iters_per_ep = math.ceil(train.num / B)
+    max_it = cfg.max_steps or cfg.epochs * iters_per_ep
+    warmup_it = (cfg.warmup_epochs * iters_per_ep) if cfg.warmup_epochs >= 0 else max_it / 50
+    n_epochs = math.ceil(max_it / iters_per_ep)
+
+    model.to(device).train()
+    vqvae.to(device).eval()
+    opt = make_optimizer(model, cfg, device)
+    step, history, nan_skips, train_time = 0, [], 0, 0.0
+    # Label dropout (CFG) draws from its own generator when the model accepts one (VAR does); drop-path and
+    # dropout use the global RNG. Both states are checkpointed.
+    takes_gen = "generator" in inspect.signature(model.forward).parameters
+    label_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    if state_path.is_file():
+        st = load_torch(state_path, map_location=device)
+        if st.get("cfg") != config_to_dict(cfg):
+            diff = sorted(k for k in config_to_dict(cfg) if st.get("cfg", {}).get(k) != config_to_dict(cfg)[k])
+            raise ValueError(f"{state_path} was written with a different train config (keys {diff}); "
+                             f"move it away to start a new run")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        step, history = int(st["step"]), list(st["history"])
+        nan_skips, train_time = int(st.get("nan_skips", 0)), float(st.get("train_time_s", 0.0))
+        restore_rng(st["rng"])
+        label_gen.set_state(st["label_generator"].cpu())
+        log(f"[train_var] resumed from {state_path} at step {step}/{max_it}")
+    else:
+        seed_everything(cfg.seed)
+    use_bf16 = cfg.precision == "bf16" and device.type == "cuda"
+    consecutive_skips, t_log, steps_since_log = 0, time.perf_counter(), 0
+
+    order_ep, order = -1, None
+    while step < max_it:
+        ep, it_in_ep = divmod(step, iters_per_ep)
+        if ep != order_ep:
+            order_ep, order = ep, epoch_order(cfg.seed, ep, train.num, iters_per_ep, B)
+        sel = order[it_in_ep * B:(it_in_ep + 1) * B]
+        t0 = time.perf_counter()
+        idx_BL = torch.from_numpy(train.idx_NL[sel].astype(np.int64)).to(device)
+        label_B = torch.from_numpy(train.labels_N[sel]).to(device)
+        lr, wd = lr_wd_at(step, peak_lr=cfg.peak_lr, max_it=max_it, warmup_it=warmup_it, wd=cfg.weight_decay,
+                          wd_end=cfg.wd_end, warmup_start_ratio=cfg.warmup_start_ratio,
+                          final_lr_ratio=cfg.final_lr_ratio, schedule=cfg.schedule)
+        for g in opt.param_groups:
+            g["lr"], g["weight_decay"] = lr, wd * g["wd_scale"]
+
+        x_BLCv = var_inputs(vqvae, idx_BL, pns)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits_BLV = model(label_B, x_BLCv, generator=label_gen) if takes_gen else model(label_B, x_BLCv)
+        loss = mean_token_loss(token_ce_BL(logits_BLV, idx_BL, cfg.label_smoothing))
+        opt.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
+                     else torch.sqrt(sum(p.grad.double().square().sum() for p in model.parameters()
+                                         if p.grad is not None)))
+            finite = bool(torch.isfinite(gnorm))
+        if not finite:
+            msg = f"non-finite loss/grad (loss={loss.item()}) at step {step} (epoch {ep})"
+            if cfg.nan_policy == "raise":
+                raise FloatingPointError(f"{msg}; last good state kept in {state_path}")
+            consecutive_skips += 1
+            nan_skips += 1
+            log(f"[train_var] {msg}: update skipped")
+            if consecutive_skips > _MAX_CONSECUTIVE_SKIPS:
+                raise FloatingPointError(f"{msg}: {consecutive_skips} consecutive non-finite steps")
+            opt.zero_grad(set_to_none=True)
+        else:
+            consecutive_skips = 0
+            opt.step()
+        step += 1
+        train_time += time.perf_counter() - t0
+        steps_since_log += 1
+
+        info = {"loss": loss.item(), "lr": lr, "wd": wd, "epoch": ep}
+        if progress is not None:
+            progress(step, max_it, info)
+        if step % cfg.log_every_steps == 0 or step == max_it:
+            dt = time.perf_counter() - t_log
+            log(f"[train_var] step {step}/{max_it} ep {ep} loss {info['loss']:.4f} lr {lr:.3g} wd {wd:.3g} "
+                f"{steps_since_log * B / max(dt, 1e-9):.1f} img/s")
+            t_log, steps_since_log = time.perf_counter(), 0
+
+        epoch_end = step % iters_per_ep == 0 or step == max_it
+        done_ep = (step - 1) // iters_per_ep + 1
+        if epoch_end and val is not None and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
+            m = evaluate(model, vqvae, val, cfg.eval_batch_size or B, device)
+            m.update(epoch=done_ep, step=step, train_loss=info["loss"])
+            history.append(m)
+            log(f"[train_var] eval ep {done_ep}: loss {m['val_loss']:.4f} err_last {m['val_err_last']:.4f} "
+                f"err_mean {m['val_err_mean_scales']:.4f}")
+        if epoch_end or step % cfg.ckpt_every_steps == 0:
+            _save_state(state_path, model, opt, cfg, step, history,
+                        {"nan_skips": nan_skips, "train_time_s": train_time,
+                         "label_generator": label_gen.get_state()})
+
+    metrics = dict(history[-1]) if history else {}
+    metrics.update(step=step, epochs=n_epochs, max_steps=max_it, nan_skips=nan_skips,
+                   train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
+                   train_tokens_per_s=step * B * train.idx_NL.shape[1] / max(train_time, 1e-9),
+                   history=history)
+    save_checkpoint(out_dir / "model.pt", model, kind=getattr(model, "checkpoint_kind", "var"), step=step,
+                    extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
+    return metrics
