@@ -1,0 +1,246 @@
+"""params.yaml: the single source of hyperparameters, validated on load.
+
+`load_params(path, overrides)` reads the YAML, deep-merges override files on top (the `--configfile` of the stage
+CLIs and of Snakemake: mappings merge key by key, anything else replaces), and builds every section through the
+strict `build_config`, so an unknown or misspelled key anywhere is a `ConfigError` naming it and the valid keys.
+
+The transformer sections do not repeat what the tokenizer fixes: `vocab_size`, `z_channels` and `patch_nums` of
+every `models.<name>.model` are filled in from `tokenizer.model` (giving them is an error), and `num_classes` from
+`data.num_classes` unless given. The top-level `seed` is the default of every section's own `seed`.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from var.config import ConfigError, VARConfig, VQVAEConfig, build_config
+
+# Library configs (each owned by its module; imported here only to validate their sections).
+from var.data import DataConfig
+from var.tokenizer_train import TokenizerTrainConfig
+from var.train import TrainConfig
+from eval.evalnet import EvalNetConfig
+
+FROM_TOKENIZER = ("vocab_size", "z_channels", "patch_nums")   # VARConfig fields the tokenizer decides
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """params.yaml `sample`: how the `sample` stage draws images (paper Sec. 4 / reference defaults)."""
+    per_class: int = 50          # images per class (50 000 for ImageNet's 1000 classes, as the paper's FID)
+    batch_size: int = 50         # images per sampler call (each batch is seeded from (seed, batch index))
+    cfg: float = 1.5             # classifier-free guidance scale (reference demo: 1.5 at 256 px)
+    top_k: int = 900             # 0 = off
+    top_p: float = 0.96          # 0 = off
+    more_smooth: bool = False    # Gumbel-softmax smoothing of the token embedding (visual quality, worse FID)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.per_class < 1 or self.batch_size < 1:
+            raise ValueError("sample.per_class and sample.batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """params.yaml `score`: which feature extractor FID/IS/precision/recall are computed with."""
+    extractor: str = "evalnet"   # 'evalnet' (trained offline here) | 'inception' (needs inception_weights)
+    inception_weights: str = ""  # path of the torch-fidelity Inception-v3 weights (only for 'inception')
+    device: str = "auto"         # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
+    batch_size: int = 200        # feature-extraction batch; bounds memory only
+    nearest_k: int = 3           # k of the k-NN manifolds of precision/recall (Kynkaanniemi et al. 2019)
+
+    def __post_init__(self):
+        if self.extractor not in ("evalnet", "inception"):
+            raise ValueError(f"score.extractor must be 'evalnet' or 'inception', got {self.extractor!r}")
+        if self.extractor == "inception" and not self.inception_weights:
+            raise ValueError("score.extractor 'inception' needs score.inception_weights (a local file)")
+
+
+@dataclass(frozen=True)
+class Table1Config:
+    """params.yaml `table1`: which measured models appear (in this order); empty = every entry of `models`."""
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenizerSection:
+    model: VQVAEConfig = field(default_factory=VQVAEConfig)
+    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    model: VARConfig
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    data: DataConfig
+    tokenizer: TokenizerSection
+    models: dict[str, ModelSection]
+    sample: SampleConfig
+    evalnet: EvalNetConfig
+    score: ScoreConfig
+    table1: Table1Config
+
+    @property
+    def table1_models(self) -> tuple[str, ...]:
+        return self.table1.models or tuple(self.models)
+
+    def model(self, name: str) -> ModelSection:
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}; models in params: {', '.join(self.models)}")
+        return self.models[name]
+
+
+SECTIONS = tuple(f.name for f in fields(Params))
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """`over` on top of `base`: mappings merge key by key (recursively), anything else replaces."""
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def load_raw(path: str | Path = "params.yaml", overrides: tuple[str | Path, ...] | list = ()) -> dict:
+    raw = read_yaml(path)
+    for o in overrides or ():
+        raw = deep_merge(raw, read_yaml(o))
+    return raw
+
+
+def _section(raw: Mapping, key: str, where: str, valid: tuple[str, ...]) -> Mapping:
+    val = raw.get(key, {})
+    if val is None:
+        return {}
+    if not isinstance(val, Mapping):
+        raise ConfigError(f"params section '{where}' must be a mapping, got {val!r}")
+    unknown = sorted(set(val) - set(valid)) if valid else []
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(repr(f'{where}.{k}') for k in unknown)}; "
+                          f"valid keys of '{where}': {', '.join(valid)}")
+    return val
+
+
+def _seeded(cls: type, mapping: Any, seed: int) -> Any:
+    """Top-level `seed` is the default of every section's own `seed` (one knob reseeds the whole run)."""
+    if isinstance(mapping, Mapping) and "seed" not in mapping and "seed" in {f.name for f in fields(cls)}:
+        return {**mapping, "seed": seed}
+    if mapping is None and "seed" in {f.name for f in fields(cls)}:
+        return {"seed": seed}
+    return mapping
+
+
+def build_params(raw: Mapping) -> Params:
+    """Validate a merged params mapping into `Params` (every section, every key)."""
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(repr(k) for k in unknown)}; "
+                          f"valid keys: {', '.join(SECTIONS)}")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+    data = build_config(DataConfig, _seeded(DataConfig, raw.get("data"), seed), "data")
+    tok_raw = _section(raw, "tokenizer", "tokenizer", ("model", "train"))
+    tokenizer = TokenizerSection(build_config(VQVAEConfig, tok_raw.get("model"), "tokenizer.model"),
+                                 build_config(TokenizerTrainConfig, _seeded(TokenizerTrainConfig, tok_raw.get("train"), seed),
+                                              "tokenizer.train"))
+    if tokenizer.model.image_size != data.image_size:
+        raise ConfigError(f"tokenizer.model gives {tokenizer.model.image_size} px images (patch_nums[-1]="
+                          f"{tokenizer.model.patch_nums[-1]} x downsample {tokenizer.model.downsample}) but "
+                          f"data.image_size is {data.image_size}")
+    models_raw = _section(raw, "models", "models", ())
+    if not models_raw:
+        raise ConfigError("params section 'models' must name at least one model (e.g. 'var-d4: {model: "
+                          "{depth: 4}, train: {...}}')")
+    models = {}
+    for name in models_raw:
+        where = f"models.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"model name {name!r}: use letters, digits, '-' and '_' only (it becomes a path "
+                              f"and a wildcard)")
+        spec = _section(models_raw, name, where, ("model", "train"))
+        m = dict(spec.get("model") or {})
+        repeated = [k for k in FROM_TOKENIZER if k in m]
+        if repeated:
+            raise ConfigError(f"{', '.join(repr(f'{where}.model.{k}') for k in repeated)}: taken from "
+                              f"tokenizer.model, do not repeat it here")
+        if "num_classes" not in m:
+            if data.num_classes == 0:
+                raise ConfigError(f"{where}.model.num_classes must be set when data.num_classes is 0 (infer)")
+            m["num_classes"] = data.num_classes
+        for k in FROM_TOKENIZER:
+            m[k] = getattr(tokenizer.model, k)
+        models[name] = ModelSection(build_config(VARConfig, m, f"{where}.model"),
+                                    build_config(TrainConfig, _seeded(TrainConfig, spec.get("train"), seed),
+                                                 f"{where}.train"))
+    table1 = build_config(Table1Config, raw.get("table1"), "table1")
+    missing = [m for m in table1.models if m not in models]
+    if missing:
+        raise ConfigError(f"table1.models names {missing} not in 'models' ({', '.join(models)})")
+    return Params(seed=seed, data=data, tokenizer=tokenizer, models=models,
+                  sample=build_config(SampleConfig, _seeded(SampleConfig, raw.get("sample"), seed), "sample"),
+                  evalnet=build_config(EvalNetConfig, _seeded(EvalNetConfig, raw.get("evalnet"), seed), "evalnet"),
+                  score=build_config(ScoreConfig, raw.get("score"), "score"), table1=table1)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: tuple[str | Path, ...] | list = ()) -> Params:
+    """Load, merge and validate params; errors name the file or key."""
+    try:
+        return build_params(load_raw(path, overrides))
+    except ConfigError as e:
+        src = " + ".join(str(p) for p in (path, *(overrides or ())))
+        raise ConfigError(f"{src}: {e}") from None
+
+
+def params_to_dict(p: Params) -> dict:
+    """Plain nested dict of the resolved params (what a stage ran with; JSON/YAML-safe)."""
+    def plain(v):
+        if hasattr(v, "__dataclass_fields__"):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(p)
+
+
+def select(p: Params, keys: tuple[str, ...] | list[str]) -> dict:
+    """The resolved values of dotted `keys` (e.g. 'models.var-d4', 'tokenizer.model'): a stage's fingerprint."""
+    full = params_to_dict(p)
+    out = {}
+    for key in keys:
+        cur = full
+        for part in key.split("."):   # model names carry no dots (checked in build_params)
+            cur = cur[part]
+        out[key] = cur
+    return out
+
+
+__all__ = ["Params", "SampleConfig", "ScoreConfig", "Table1Config", "TokenizerSection", "ModelSection",
+           "load_params", "load_raw", "build_params", "params_to_dict", "select", "deep_merge", "ConfigError"]

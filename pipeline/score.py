@@ -1,0 +1,48 @@
+"""Stage `score`: FID, IS, precision and recall of generated samples against a real split.
+
+The same command scores the "validation data" row of Table 1 (real val images as the samples, train as the
+reference). The feature extractor is `score.extractor`: the offline evalnet, or Inception (local weights file).
+With the evalnet it also reports how often the samples are classified as their conditioning class.
+"""
+from __future__ import annotations
+
+from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
+from eval.evalnet import accuracy, load_evalnet
+from eval.features import EVALNET, INCEPTION
+from eval.score import score
+from var.io import atomic_write_json, load_npz
+
+EXTRACTORS = {"evalnet": EVALNET, "inception": INCEPTION}
+
+
+def main(args, log) -> dict:
+    p = load_stage_params(args)
+    sc = p.score
+    device = select_device(args.device if args.device != "auto" else sc.device)
+    weights = args.evalnet if sc.extractor == "evalnet" else sc.inception_weights
+    result = score(args.samples, args.real, extractor=EXTRACTORS[sc.extractor], device=device,
+                   weights_path=weights, batch_size=sc.batch_size, k=sc.nearest_k)
+    short = sc.extractor
+    samples = load_npz(args.samples)
+    if "images" in samples and "labels" in samples:
+        # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for
+        net = load_evalnet(args.evalnet, map_location=str(device))
+        result["class_acc_evalnet"] = accuracy(net, samples["images"], samples["labels"], str(device))
+    result = {"name": args.name, "samples": args.samples, "reference": args.real, **result}
+    atomic_write_json(args.scores, result)
+    keys = (f"fid_{short}", f"is_{short}", f"precision_{short}", f"recall_{short}", "class_acc_evalnet")
+    return {"name": args.name, **{k: result[k] for k in keys if k in result}}
+
+
+def cli(argv=None):
+    ap = stage_parser("score", __doc__)
+    ap.add_argument("--name", required=True, help="row name (model name or 'valdata')")
+    ap.add_argument("--samples", required=True, help="input: generated (or real val) images .npz")
+    ap.add_argument("--real", required=True, help="input: the real reference split")
+    ap.add_argument("--evalnet", required=True, help="input: evalnet checkpoint")
+    ap.add_argument("--scores", required=True, help="output: scores JSON")
+    run_stage("score", main, ap, argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,44 @@
+"""Stage `table1`: `results/table1.md` and `results/table1.csv` from the score, train and sample metrics."""
+from __future__ import annotations
+
+import json
+
+from eval.tables import build_table1, table1_markdown
+from pipeline.common import load_stage_params, run_stage, stage_parser
+from var.io import atomic_write_text
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(args, log) -> dict:
+    load_stage_params(args)   # validates params; table1.models decides the --models list in the DAG
+    n = len(args.models)
+    if not (len(args.scores) == len(args.train_metrics) == len(args.sample_metrics) == n):
+        raise ValueError(f"--models ({n}), --scores ({len(args.scores)}), --train-metrics "
+                         f"({len(args.train_metrics)}) and --sample-metrics ({len(args.sample_metrics)}) differ")
+    rows = [(m, read_json(s), read_json(t), read_json(g))
+            for m, s, t, g in zip(args.models, args.scores, args.train_metrics, args.sample_metrics)]
+    df = build_table1(rows, read_json(args.valdata))
+    atomic_write_text(args.csv, df.to_csv(index=False))
+    atomic_write_text(args.md, table1_markdown(df))
+    meas = df[df["source"] == "measured"]
+    return {"rows": len(df), **{f"FID[{r.model}]": r.FID for r in meas.itertuples()}}
+
+
+def cli(argv=None):
+    ap = stage_parser("table1", __doc__)
+    ap.add_argument("--models", nargs="+", required=True, help="measured model names, in table order")
+    ap.add_argument("--scores", nargs="+", required=True, help="inputs: score JSON per model")
+    ap.add_argument("--train-metrics", nargs="+", required=True, help="inputs: train metrics JSON per model")
+    ap.add_argument("--sample-metrics", nargs="+", required=True, help="inputs: sample timing JSON per model")
+    ap.add_argument("--valdata", required=True, help="input: validation-data score JSON")
+    ap.add_argument("--md", required=True, help="output: Markdown table")
+    ap.add_argument("--csv", required=True, help="output: CSV table")
+    run_stage("table1", main, ap, argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,68 @@
+"""The whole DAG on the `ci` config, run by Snakemake in a scratch copy of the repository; then DVC adopts the
+finished run (`dvc commit -f`) and `dvc repro` has nothing left to do."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.params import load_params, load_raw
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("Snakefile", "configs", "pipeline", "var", "eval")
+
+
+def run(cmd, cwd, timeout=240):
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(cwd), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "ci",
+           "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    return res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_ci_dag_end_to_end_and_dvc_adopts_it(tmp_path):
+    for f in WORKFLOW_FILES:
+        (shutil.copytree if (ROOT / f).is_dir() else shutil.copy)(ROOT / f, tmp_path / f,
+                                                                  **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                                                     if (ROOT / f).is_dir() else {}))
+    # params.yaml of the scratch repo = params.yaml merged with configs/ci.yaml, so DVC (which has no override
+    # files) sees the same values as Snakemake; tests/test_dag.py checks --configfile forwarding separately.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(load_raw(ROOT / "params.yaml", [ROOT / "configs/ci.yaml"]),
+                                                         sort_keys=False))
+    p = load_params(tmp_path / "params.yaml")
+    run([BIN / "python", "-m", "pipeline.dag"], tmp_path)
+
+    out = run([BIN / "snakemake", "--cores", "2", "table1"], tmp_path)
+    assert "12 of 12 steps" in out or "steps (100%) done" in out, out[-2000:]
+    for m in p.table1_models:
+        for f in ("model.pt", "metrics.json", "samples.npz", "grid.png", "sample_metrics.json", "scores.json"):
+            assert (tmp_path / "runs/var" / m / f).is_file(), f"{m}/{f}"
+        assert (tmp_path / "runs/state/train_var" / m / "state.pt").is_file()   # resume state, not an output
+    df = pd.read_csv(tmp_path / "results/table1.csv")
+    meas = df[df.source == "measured"]
+    assert list(meas.model) == [*p.table1_models, "validation data"]
+    assert all(math.isfinite(v) for v in meas[["FID", "IS", "Pre", "Rec"]].to_numpy().ravel())
+    assert set(df[df.source == "paper"].model) >= {"VAR-d16", "VAR-d30"}
+    assert "evalnet-FID" in (tmp_path / "results/table1.md").read_text()
+    scores = json.loads((tmp_path / "runs/var" / p.table1_models[0] / "scores.json").read_text())
+    assert 0.0 <= scores["class_acc_evalnet"] <= 1.0
+
+    assert "Nothing to be done" in run([BIN / "snakemake", "-n", "--cores", "2", "table1"], tmp_path)
+
+    # DVC adopts the Snakemake run: `dvc commit -f` records dvc.lock; then nothing is stale and repro reruns nothing
+    run(["git", "init", "-q"], tmp_path)
+    run([BIN / "dvc", "init", "-q"], tmp_path)
+    run([BIN / "dvc", "commit", "-f", "-q"], tmp_path)
+    assert "up to date" in run([BIN / "dvc", "status"], tmp_path)
+    repro = run([BIN / "dvc", "repro"], tmp_path)
+    assert "Running stage" not in repro, repro
+    assert "runs/valdata/scores.json" in run([BIN / "dvc", "metrics", "show"], tmp_path)
