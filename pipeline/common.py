@@ -81,6 +81,10 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], d
     outputs are written atomically by the stage, so a failure never leaves a partial file at an output path.
     """
     args = parser.parse_args(argv)
+    import torch
+    # AdaLN gammas start near 1e-5, so AdamW's second moments underflow into denormals, which x86 CPUs process
+    # ~15x slower (measured: a VAR-d4 step 4.7 s -> 0.3 s). Flushing them to zero changes no result that matters.
+    torch.set_flush_denormal(True)
     log = setup_logging(args.log)
     log.info("%s: %s", stage, " ".join(sys.argv[1:] if argv is None else argv))
     t0 = time.perf_counter()

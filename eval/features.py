@@ -1,0 +1,173 @@
+"""Feature extraction from uint8 images with a named extractor, in large in-memory batches, on a chosen device.
+
+Extractors (keys of the returned feature dict in brackets):
+    'inception-v3-compat'  the standard evaluator's Inception via torch-fidelity, see eval/inception.py
+                           ['pool', 'logits', 'spatial']
+    'evalnet'              the pipeline's own evaluation network (eval/evalnet.py: `load_evalnet(path)` returns a
+                           module with `features(img_B3HW in [-1, 1]) -> (feat_BD, logits_BK)`) ['pool', 'logits']
+The evaluation network is registered in torch-fidelity's feature-extractor registry under 'evalnet', so
+`torch_fidelity.calculate_metrics(feature_extractor='evalnet', ...)` can use it too. Image folders are read with
+torch-fidelity's own `ImagesPathDataset`; arrays are sliced directly (no PNG round trip, no per-item DataLoader).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from torch_fidelity.datasets import ImagesPathDataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+from torch_fidelity.utils import create_feature_extractor, glob_samples_paths
+
+from eval.inception import EXTRACTOR_NAME as INCEPTION, InceptionFeatures, sha256_file
+from var.io import load_npz
+
+EVALNET = "evalnet"
+SHORT_NAMES = {INCEPTION: "inception", EVALNET: "evalnet"}  # suffix of metric keys: fid_inception, fid_evalnet
+
+
+class FeatureExtractorEvalNet(FeatureExtractorBase):
+    """torch-fidelity adapter: uint8 (B, 3, H, W) -> [-1, 1] -> `net.features` -> ('pool', 'logits')."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, evalnet_module=None, **kwargs):
+        super().__init__(name, features_list)
+        if evalnet_module is None:
+            if feature_extractor_weights_path is None:
+                raise FileNotFoundError("the 'evalnet' extractor needs weights_path (runs/evalnet/model.pt)")
+            from eval.evalnet import load_evalnet  # imported late: the teammate's module is optional here
+            evalnet_module = load_evalnet(feature_extractor_weights_path)
+        self.net = evalnet_module.eval().requires_grad_(False)
+
+    def forward(self, img_B3HW):
+        if img_B3HW.dtype != torch.uint8:
+            raise TypeError(f"expected uint8 images, got {img_B3HW.dtype}")
+        feat_BD, logits_BK = self.net.features(img_B3HW.float() / 127.5 - 1.0)
+        out = {"pool": feat_BD.float(), "logits": logits_BK.float()}
+        return tuple(out[k] for k in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "pool", "logits"
+
+
+if EVALNET not in FEATURE_EXTRACTORS_REGISTRY:  # idempotent under module reloads
+    register_feature_extractor(EVALNET, FeatureExtractorEvalNet)
+
+
+@dataclass(frozen=True)
+class Extractor:
+    name: str  # registry name: 'inception-v3-compat' or 'evalnet'
+    module: nn.Module  # uint8 (B, 3, H, W) -> dict of float32 (B, ...) features
+    weights_sha256: str | None  # None only for an in-memory stand-in evaluation network
+    device: torch.device
+
+    @property
+    def short_name(self) -> str:
+        return SHORT_NAMES[self.name]
+
+
+def load_extractor(name: str, *, device: str | torch.device = "cpu", weights_path: str | Path | None = None,
+                   expected_sha256: str | None = None, evalnet_module: nn.Module | None = None) -> Extractor:
+    """Build a named extractor on `device`. Inception weights are verified by sha256 (see eval/inception.py)."""
+    if name == INCEPTION:
+        module = InceptionFeatures(weights_path, expected_sha256)
+        digest = module.weights_sha256
+    elif name == EVALNET:
+        net = create_feature_extractor(EVALNET, ["pool", "logits"], cuda=False, verbose=False,
+                                       feature_extractor_weights_path=weights_path, evalnet_module=evalnet_module)
+        module = _AsDict(net)
+        digest = sha256_file(weights_path) if evalnet_module is None else None
+    else:
+        raise ValueError(f"unknown extractor {name!r}; choose one of {sorted(SHORT_NAMES)}")
+    device = torch.device(device)
+    return Extractor(name, module.to(device).eval(), digest, device)
+
+
+class _AsDict(nn.Module):
+    def __init__(self, net: FeatureExtractorBase):
+        super().__init__()
+        self.net = net
+
+    def forward(self, img_B3HW):
+        return self.net.convert_features_tuple_to_dict(self.net(img_B3HW))
+
+
+def check_uint8_images(images_NHW3: np.ndarray) -> np.ndarray:
+    """Accept only uint8 (N, H, W, 3): float images or other integer ranges are a caller bug, not something to guess."""
+    a = np.asarray(images_NHW3)
+    if a.dtype != np.uint8:
+        kind = "float" if np.issubdtype(a.dtype, np.floating) else str(a.dtype)
+        rng = f" with values in [{a.min()}, {a.max()}]" if a.size else ""
+        raise TypeError(f"images must be uint8 (N, H, W, 3) in [0, 255]; got {kind} ({a.dtype}){rng}. Convert "
+                        f"explicitly, e.g. (img01 * 255).round().clip(0, 255).astype(np.uint8); values outside "
+                        f"[0, 255] are out of range for this path")
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) RGB, got shape {a.shape}")
+    return a
+
+
+def open_images(source) -> np.ndarray | Dataset:
+    """uint8 array, .npz with 'images' (ours) or 'arr_0' (ADM), or an image folder (torch-fidelity's reader)."""
+    if isinstance(source, np.ndarray):
+        return check_uint8_images(source)
+    path = Path(source)
+    if path.is_dir():
+        return ImagesPathDataset(glob_samples_paths(str(path), True, "png,jpg,jpeg,webp,bmp", verbose=False))
+    arrays = load_npz(path)
+    key = "images" if "images" in arrays else "arr_0"
+    if key not in arrays:
+        raise KeyError(f"{path}: no 'images' or 'arr_0' array (has {sorted(arrays)})")
+    return check_uint8_images(arrays[key])
+
+
+def content_sha256(images_NHW3: np.ndarray) -> str:
+    """Hash of shape + bytes: the cache key of statistics computed from an image array."""
+    h = hashlib.sha256(str(images_NHW3.shape).encode())
+    h.update(np.ascontiguousarray(images_NHW3).data)
+    return h.hexdigest()
+
+
+def _batches(src: np.ndarray | Dataset, batch_size: int) -> Iterator[torch.Tensor]:
+    if isinstance(src, np.ndarray):
+        for i in range(0, len(src), batch_size):
+            yield torch.from_numpy(src[i:i + batch_size]).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+    else:
+        yield from DataLoader(src, batch_size=batch_size, num_workers=0)
+
+
+@contextlib.contextmanager
+def _fp32_convolutions(allow_tf32: bool):
+    # cuDNN convolutions default to TF32 on Ampere+ (~1e-3 relative error); the evaluator's features are fp32.
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, mm.fp32_precision
+    conv.fp32_precision = mm.fp32_precision = "tf32" if allow_tf32 else "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, mm.fp32_precision = saved
+
+
+@torch.no_grad()
+def extract_features(images, extractor: Extractor, *, batch_size: int = 250,
+                     allow_tf32: bool = False) -> dict[str, torch.Tensor]:
+    """Features of all images as float32 tensors (N, ...) left on `extractor.device` (for GPU precision/recall).
+
+    images: uint8 (N, H, W, 3) array, .npz path or image folder (see `open_images`)."""
+    src = open_images(images)
+    parts: dict[str, list[torch.Tensor]] = {}
+    with _fp32_convolutions(allow_tf32):
+        for img_B3HW in _batches(src, batch_size):
+            if img_B3HW.dtype != torch.uint8:
+                raise TypeError(f"image batches must be uint8, got {img_B3HW.dtype}")
+            for k, v in extractor.module(img_B3HW.to(extractor.device, non_blocking=True)).items():
+                parts.setdefault(k, []).append(v.float())
+    if not parts:
+        raise ValueError("no images to extract features from")
+    return {k: torch.cat(v) for k, v in parts.items()}
