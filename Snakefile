@@ -23,10 +23,15 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
+    row="|".join(re.escape(r) for r in P.rows) or "NO_ROWS",    # issue 6: rows of Tables 2/3
 
 
 def stage_inputs(st):
     """Inputs as rules.<stage>.output.<name> (expanded over the table's models where the registry says so)."""
+    if st.per_row:      # issue 6: a row's inputs depend on its kind / setting / model_from (an input function)
+        return {name: (lambda wc, name=name: dag.row_input_paths(st, P, wc.row)[name]) for name in st.inputs}
+    if st.table:
+        return dag.row_input_paths(st, P)
     out = {}
     for name, ref in st.inputs.items():
         src, o, every = dag.resolve(ref)
@@ -37,13 +42,16 @@ def stage_inputs(st):
 
 def fingerprint(st):
     """The resolved params the stage reads: a change reruns it (Snakemake's 'params' rerun trigger)."""
-    return lambda wc: repr(select(P, dag.params_keys(st, wc.get("model"))))
+    return lambda wc: repr(select(P, dag.params_keys(st, wc.get("model"), wc.get("row"))))
 
 
 def command(st):
     """The registry's command for this job. Given as a param, because a rule body (`shell:`) is evaluated at
-    run time, when the loop variable `st` would name the last stage."""
-    return lambda wc: dag.command(st, TABLE_MODELS, OVERRIDES).replace("{model}", wc.get("model", "{model}"))
+    run time, when the loop variable `st` would name the last stage. It reads the job's `gpu` resource (params
+    `resources`, or `--set-resources train_var:gpu=8`): more than one launches torchrun."""
+    return lambda wc, resources: dag.command(st, TABLE_MODELS, OVERRIDES, gpus=int(resources.get("gpu", 1)),
+                                             params=P, row=wc.get("row")).replace(
+        "{model}", wc.get("model", "{model}"))
 
 
 for st in dag.STAGES:
@@ -54,5 +62,6 @@ for st in dag.STAGES:
         log: st.log
         params: cmd=command(st), fingerprint=fingerprint(st)
         threads: 1 if st.light else (workflow.cores or 1)   # Snakemake sets OMP_NUM_THREADS = threads
+        resources: gpu=P.resources.gpus_for(st.name)         # SLURM: --gpus; local: --resources gpu=N caps it
         default_target: st.name == "table1"
         shell: "{params.cmd}"

@@ -129,5 +129,6 @@ def write_random_inception_weights(path: str | Path, seed: int = 0) -> str:
             t.copy_(torch.randn(t.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
         elif name == "fc.bias":
             t.copy_(torch.randn(t.shape, generator=gen))
-    torch.save(state, path)
+    from var.io import atomic_torch_save
+    atomic_torch_save(path, state)
     return sha256_file(path)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -34,11 +35,16 @@ def stage_parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
                    help="override file merged over --params (repeatable; Snakemake's --configfile is forwarded)")
     p.add_argument("--log", default=None, help="log file of this stage (the DAG gives logs/<stage>.log)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    # issue 6: the same stage CLIs serve Table 2's resolution setting and the AR baseline's tokenizer
+    p.add_argument("--setting", default="", help="a key of params `settings` merged over the params (Table 2)")
+    p.add_argument("--scales", default="all", choices=("all", "last"),
+                   help="last: the tokenizer quantises only its final scale (the AR baseline's VQGAN-style one)")
     return p
 
 
 def load_stage_params(args) -> Params:
-    return load_params(args.params, args.configfile)
+    return load_params(args.params, args.configfile, setting=getattr(args, "setting", ""),
+                       single_scale=getattr(args, "scales", "all") == "last")
 
 
 def select_device(name: str = "auto"):
@@ -86,15 +92,23 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], d
     # ~15x slower (measured: a VAR-d4 step 4.7 s -> 0.3 s). Flushing them to zero changes no result that matters.
     torch.set_flush_denormal(True)
     log = setup_logging(args.log)
+    rank = int(os.environ.get("RANK", "0"))       # under torchrun only rank 0 reports; the others log warnings
+    if rank:
+        logging.getLogger().setLevel(logging.WARNING)
     log.info("%s: %s", stage, " ".join(sys.argv[1:] if argv is None else argv))
     t0 = time.perf_counter()
     try:
         values = main(args, log) or {}
     except Exception as e:
-        log.error("%s failed: %s: %s", stage, type(e).__name__, e)
-        if not isinstance(e, (ValueError, RuntimeError, FileNotFoundError, KeyError)):
+        log.error("%s failed%s: %s: %s", stage, f" on rank {rank}" if rank else "", type(e).__name__, e)
+        if not isinstance(e, (ValueError, RuntimeError, FileNotFoundError, KeyError, FloatingPointError)):
             log.exception("traceback")
         raise SystemExit(1)
+    finally:
+        from var.distributed import shutdown
+        shutdown()
+    if rank:
+        return
     values["time_s"] = round(time.perf_counter() - t0, 2)
     line = summary_line(stage, values)
     for h in logging.getLogger().handlers:     # the summary goes to stdout once, and into the log file
@@ -163,6 +177,23 @@ def split_images(path: str | Path, image_size: int):
     if images is None:
         images = np.stack([load_image(p, image_size) for p in paths])
     return images, labels
+
+
+def load_checkpoint_for(path: str | Path, kind: str, expected_cfg, section: str, device="cpu"):
+    """Load one of our checkpoints and check that its stored config is the one params give for it (`section`).
+
+    A tokenizer or VAR checkpoint written under other params (a hand-copied file, a stale run) would otherwise
+    load fine and fail later with an obscure shape error, or silently produce tokens of another vocabulary."""
+    from var.checkpoint import CheckpointMismatchError, load_model_checkpoint
+    from var.config import config_to_dict
+    model, ckpt = load_model_checkpoint(path, kind=kind, map_location=device)
+    got, want = config_to_dict(model.cfg), config_to_dict(expected_cfg)
+    diff = [f"{k}: checkpoint {got.get(k)!r} vs params {want.get(k)!r}" for k in sorted(set(got) | set(want))
+            if got.get(k) != want.get(k)]
+    if diff:
+        raise CheckpointMismatchError(f"{path} does not match params '{section}' ({'; '.join(diff)}); rerun the "
+                                      f"stage that writes it, or fix '{section}'")
+    return model, ckpt
 
 
 def copy_atomic(src: str | Path, dst: str | Path) -> None:

@@ -15,6 +15,14 @@ def main(args, log) -> dict:
     p = load_stage_params(args)
     cfg = p.data
     splits = D.materialise(cfg)
+    skipped = {}
+    if cfg.kind == "imagefolder":      # decode every file now: a corrupt one fails here, not hours later
+        for split, (paths, labels) in splits.items():
+            paths, labels, bad = D.check_decodable(paths, labels, cfg.image_size, cfg.skip_corrupt)
+            splits[split], skipped[split] = (paths, labels), len(bad)
+            if bad:
+                log.warning("%s: skipped %d undecodable image(s) of %d (data.skip_corrupt)", split, len(bad),
+                            len(bad) + len(paths))
     for split, out in (("train", args.train), ("val", args.val)):
         arr, labels = splits[split]
         if isinstance(arr, np.ndarray):
@@ -23,9 +31,11 @@ def main(args, log) -> dict:
             D.write_index(out, arr, labels)
         log.info("%s: %d items -> %s", split, len(labels), out)
     names = D.class_names(cfg)
-    atomic_write_json(args.classes, {"kind": cfg.kind, "num_classes": len(names), "classes": names})
+    atomic_write_json(args.classes, {"kind": cfg.kind, "num_classes": len(names), "classes": names,
+                                     **({"skipped_corrupt": skipped} if skipped else {})})
     return {"kind": cfg.kind, "classes": len(names), "train": len(splits["train"][1]),
-            "val": len(splits["val"][1]), "image_size": cfg.image_size}
+            "val": len(splits["val"][1]), "image_size": cfg.image_size,
+            **({"skipped": sum(skipped.values())} if skipped else {})}
 
 
 def cli(argv=None):

@@ -25,6 +25,13 @@ from var.data import DataConfig
 from var.tokenizer_train import TokenizerTrainConfig
 from var.train import TrainConfig
 from eval.evalnet import EvalNetConfig
+# --- issue 7: scaling sweep / Fig. 7 and zero-shot editing sections
+from eval.scaling import ScalingConfig
+from var.editing import ZeroShotConfig
+# ---
+# --- issue 6: Table 2/3 rows, named settings (Table 2's resolution)
+from pipeline.rows import RowConfig, RowTableConfig, build_rows, setting_overlay
+# ---
 
 FROM_TOKENIZER = ("vocab_size", "z_channels", "patch_nums")   # VARConfig fields the tokenizer decides
 
@@ -53,12 +60,39 @@ class ScoreConfig:
     device: str = "auto"         # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     batch_size: int = 200        # feature-extraction batch; bounds memory only
     nearest_k: int = 3           # k of the k-NN manifolds of precision/recall (Kynkaanniemi et al. 2019)
+    reference_batch: str = ""    # ADM reference batch .npz (e.g. VIRTUAL_imagenet256_labeled.npz): the real side of
+                                 # the generated-sample scores instead of data.val (its stored mu/sigma give FID)
 
     def __post_init__(self):
         if self.extractor not in ("evalnet", "inception"):
             raise ValueError(f"score.extractor must be 'evalnet' or 'inception', got {self.extractor!r}")
         if self.extractor == "inception" and not self.inception_weights:
             raise ValueError("score.extractor 'inception' needs score.inception_weights (a local file)")
+
+
+@dataclass(frozen=True)
+class TokenizerAblationConfig:
+    """params.yaml `tokenizer_ablation` (pipeline/tokenizer_ablation.py, issue 5): residual vs independent scales
+    and L2+VQ vs the full loss, each trained from the same init for `max_steps` on tokenizer.model."""
+    variants: tuple[str, ...] = ("residual-full", "independent-full", "residual-l2vq")  # <quantizer>-<loss>
+    max_steps: int = 150
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    lambda_p: float = 1.0        # 'full': evalnet perceptual weight
+    lambda_g: float = 0.1        # 'full': adversarial weight (times the VQGAN adaptive weight)
+    disc_start_step: int = 75    # 'full': discriminator on from here (half the budget)
+    disc_ch: int = 32            # 'full': PatchGAN width (CPU-sized)
+    disc_layers: int = 3         # 'full': PatchGAN stride-2 layers (1 for 16 px images)
+    seed: int = 0
+
+    def __post_init__(self):
+        for v in self.variants:
+            q, _, loss = v.partition("-")
+            if q not in ("residual", "independent") or loss not in ("full", "l2vq"):
+                raise ValueError(f"tokenizer_ablation.variants: {v!r} is not <residual|independent>-<full|l2vq>")
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ValueError("tokenizer_ablation.max_steps and batch_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -71,12 +105,42 @@ class Table1Config:
 class TokenizerSection:
     model: VQVAEConfig = field(default_factory=VQVAEConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    pretrained: str = ""         # a released tokenizer checkpoint (e.g. vae_ch160v4096z32.pth): imported, not trained
 
 
 @dataclass(frozen=True)
 class ModelSection:
     model: VARConfig
     train: TrainConfig
+    pretrained: str = ""         # a released VAR checkpoint (e.g. var_d16.pth): train_var imports it, no training
+
+
+# --- issue 9: GPUs per job (Snakemake `resources: gpu`; more than one launches torchrun)
+from pipeline.dag import MULTI_GPU_STAGES as DISTRIBUTED_STAGES
+CPU_STAGES = ("data", "table1", "table2", "table3", "scaling")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """params.yaml `resources`: GPUs of the jobs that can use several (one node each, torchrun). Not part of any
+    stage's fingerprint: training resumes across GPU counts, and samples do not depend on it."""
+    gpus: int = 1                                          # default of every distributed stage
+    stage_gpus: dict[str, int] = field(default_factory=dict)   # per stage, e.g. {train_var: 8, sample: 4}
+
+    def __post_init__(self):
+        bad = sorted(set(self.stage_gpus) - set(DISTRIBUTED_STAGES))
+        if bad:
+            raise ValueError(f"resources.stage_gpus: {bad} are not multi-GPU stages ({', '.join(DISTRIBUTED_STAGES)})")
+        if self.gpus < 1 or any(not isinstance(n, int) or n < 1 for n in self.stage_gpus.values()):
+            raise ValueError("resources: GPU counts must be integers >= 1")
+
+    def gpus_for(self, stage: str) -> int:
+        """GPUs the stage's job asks for: the configured count for multi-GPU stages, none for the CPU-only ones
+        (data indexing, table assembly), one for every other stage."""
+        if stage in DISTRIBUTED_STAGES:
+            return self.stage_gpus.get(stage, self.gpus)
+        return 0 if stage in CPU_STAGES else 1
+# ---
 
 
 @dataclass(frozen=True)
@@ -89,6 +153,23 @@ class Params:
     evalnet: EvalNetConfig
     score: ScoreConfig
     table1: Table1Config
+    # --- issue 7 (defaults: the sections are optional)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    # ---
+    # --- issue 6 (pipeline/rows.py; optional sections)
+    settings: dict[str, Any] = field(default_factory=dict)     # name -> overlay (raw mapping)
+    row_train: TrainConfig = field(default_factory=TrainConfig)
+    rows: dict[str, RowConfig] = field(default_factory=dict)
+    table2: RowTableConfig = field(default_factory=RowTableConfig)
+    table3: RowTableConfig = field(default_factory=RowTableConfig)
+    # ---
+    # --- issue 5 (optional section)
+    tokenizer_ablation: TokenizerAblationConfig = field(default_factory=TokenizerAblationConfig)
+    # ---
+    # --- issue 9 (optional section)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    # ---
 
     @property
     def table1_models(self) -> tuple[str, ...]:
@@ -165,10 +246,11 @@ def build_params(raw: Mapping) -> Params:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
     data = build_config(DataConfig, _seeded(DataConfig, raw.get("data"), seed), "data")
-    tok_raw = _section(raw, "tokenizer", "tokenizer", ("model", "train"))
+    tok_raw = _section(raw, "tokenizer", "tokenizer", ("model", "train", "pretrained"))
     tokenizer = TokenizerSection(build_config(VQVAEConfig, tok_raw.get("model"), "tokenizer.model"),
                                  build_config(TokenizerTrainConfig, _seeded(TokenizerTrainConfig, tok_raw.get("train"), seed),
-                                              "tokenizer.train"))
+                                              "tokenizer.train"),
+                                 _path_key(tok_raw, "tokenizer.pretrained"))
     if tokenizer.model.image_size != data.image_size:
         raise ConfigError(f"tokenizer.model gives {tokenizer.model.image_size} px images (patch_nums[-1]="
                           f"{tokenizer.model.patch_nums[-1]} x downsample {tokenizer.model.downsample}) but "
@@ -183,7 +265,7 @@ def build_params(raw: Mapping) -> Params:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"model name {name!r}: use letters, digits, '-' and '_' only (it becomes a path "
                               f"and a wildcard)")
-        spec = _section(models_raw, name, where, ("model", "train"))
+        spec = _section(models_raw, name, where, ("model", "train", "pretrained"))
         m = dict(spec.get("model") or {})
         repeated = [k for k in FROM_TOKENIZER if k in m]
         if repeated:
@@ -197,7 +279,8 @@ def build_params(raw: Mapping) -> Params:
             m[k] = getattr(tokenizer.model, k)
         models[name] = ModelSection(build_config(VARConfig, m, f"{where}.model"),
                                     build_config(TrainConfig, _seeded(TrainConfig, spec.get("train"), seed),
-                                                 f"{where}.train"))
+                                                 f"{where}.train"),
+                                    _path_key(spec, f"{where}.pretrained"))
     table1 = build_config(Table1Config, raw.get("table1"), "table1")
     missing = [m for m in table1.models if m not in models]
     if missing:
@@ -205,13 +288,64 @@ def build_params(raw: Mapping) -> Params:
     return Params(seed=seed, data=data, tokenizer=tokenizer, models=models,
                   sample=build_config(SampleConfig, _seeded(SampleConfig, raw.get("sample"), seed), "sample"),
                   evalnet=build_config(EvalNetConfig, _seeded(EvalNetConfig, raw.get("evalnet"), seed), "evalnet"),
-                  score=build_config(ScoreConfig, raw.get("score"), "score"), table1=table1)
+                  score=build_config(ScoreConfig, raw.get("score"), "score"), table1=table1,
+                  **_issue7_sections(raw, seed, models, table1), **_issue6_sections(raw, seed),
+                  tokenizer_ablation=build_config(TokenizerAblationConfig, _seeded(  # issue 5
+                      TokenizerAblationConfig, raw.get("tokenizer_ablation"), seed), "tokenizer_ablation"),
+                  resources=build_config(ResourcesConfig, raw.get("resources"), "resources"))  # issue 9
 
 
-def load_params(path: str | Path = "params.yaml", overrides: tuple[str | Path, ...] | list = ()) -> Params:
-    """Load, merge and validate params; errors name the file or key."""
+def _path_key(section: Mapping, where: str) -> str:
+    """An optional path (`pretrained`): a string, or empty/absent."""
+    val = section.get(where.rsplit(".", 1)[1]) or ""
+    if not isinstance(val, str):
+        raise ConfigError(f"{where}: expected a path string, got {val!r}")
+    return val
+
+
+# --- issue 7: `scaling` (depth sweep, Fig. 5-7) and `zeroshot` (Fig. 8) sections
+def _issue7_sections(raw: Mapping, seed: int, models: dict, table1: Table1Config) -> dict:
+    sc_raw = dict(_section(raw, "scaling", "scaling", ()) or {})
+    if isinstance(sc_raw.get("train"), Mapping) or sc_raw.get("train") is None:
+        sc_raw["train"] = _seeded(TrainConfig, sc_raw.get("train") or {}, sc_raw.get("seed", seed))
+    scaling = build_config(ScalingConfig, _seeded(ScalingConfig, sc_raw, seed), "scaling")
+    zeroshot = build_config(ZeroShotConfig, _seeded(ZeroShotConfig, raw.get("zeroshot"), seed), "zeroshot")
+    if zeroshot.model and zeroshot.model not in (table1.models or tuple(models)):
+        raise ConfigError(f"zeroshot.model {zeroshot.model!r} is not a table1 model "
+                          f"({', '.join(table1.models or tuple(models))})")
+    return {"scaling": scaling, "zeroshot": zeroshot}
+
+
+# --- issue 6: rows of Tables 2/3 (pipeline/rows.py); each row is checked against its setting's tokenizer
+_ROW_SECTIONS = ("rows", "table2", "table3")
+
+
+def _issue6_sections(raw: Mapping, seed: int) -> dict:
+    cache: dict[str, Params] = {}
+
+    def setting_params(name: str) -> Params:
+        if name not in cache:
+            base = {k: v for k, v in raw.items() if k not in (*_ROW_SECTIONS, "settings")}
+            try:
+                cache[name] = build_params(deep_merge(base, raw["settings"][name]) if name else base)
+            except ConfigError as e:
+                raise ConfigError(f"setting {name!r}: {e}") from None
+        return cache[name]
+    return build_rows(raw, seed, setting_params)
+# ---
+
+
+def load_params(path: str | Path = "params.yaml", overrides: tuple[str | Path, ...] | list = (),
+                setting: str = "", single_scale: bool = False) -> Params:
+    """Load, merge and validate params; errors name the file or key. `setting`: a key of `settings`, whose
+    overlay is merged over the result (the stages of Table 2's higher resolution); `single_scale`: the tokenizer
+    keeps only its final scale (the AR baseline's tokenizer and tokens, issue 6)."""
     try:
-        return build_params(load_raw(path, overrides))
+        raw = setting_overlay(load_raw(path, overrides), setting)
+        if single_scale:
+            last = build_params(raw).tokenizer.model.patch_nums[-1]
+            raw = deep_merge(raw, {"tokenizer": {"model": {"patch_nums": [last]}}})
+        return build_params(raw)
     except ConfigError as e:
         src = " + ".join(str(p) for p in (path, *(overrides or ())))
         raise ConfigError(f"{src}: {e}") from None

@@ -1,20 +1,19 @@
 """Stage `sample`: draw `sample.per_class` images per class from a trained VAR (top-k / top-p / CFG, seeded).
 
 Writes the images as uint8 `.npz` (`images` (N, H, W, 3), `labels` int64), a PNG grid (one row per class), and the
-generation wall-clock (the Time column of Table 1).
+generation wall-clock (the Time column of Table 1). Under `torchrun --nproc_per_node N` the blocks of images are
+spread over the N GPUs and the file is byte-identical to a one-process run (var/sharded_sampling.py).
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
-import torch
 
-from pipeline.common import load_stage_params, progress_bar, run_stage, select_device, stage_parser
-from var.checkpoint import load_model_checkpoint
-from var.io import atomic_path, atomic_savez, atomic_write_json
-from var.sampling import sample
+from pipeline.common import load_checkpoint_for, load_stage_params, progress_bar, run_stage, stage_parser
+from var.distributed import all_reduce_sum, init_from_env
+from var.io import atomic_path, atomic_write_json
+from var.sharded_sampling import gather_to_file, generate_blocks
 
 
 def save_grid(path, images_NHW3: np.ndarray, labels_N: np.ndarray, per_row: int = 10) -> None:
@@ -33,33 +32,30 @@ def save_grid(path, images_NHW3: np.ndarray, labels_N: np.ndarray, per_row: int 
 def main(args, log) -> dict:
     p = load_stage_params(args)
     sc = p.sample
-    device = select_device(args.device)
-    var, ckpt = load_model_checkpoint(args.model, kind="var", map_location=device)
-    vqvae, _ = load_model_checkpoint(args.tokenizer, kind="vqvae", map_location=device)
+    world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
+    var, ckpt = load_checkpoint_for(args.model, "var", p.model(args.model_name).model,
+                                    f"models.{args.model_name}.model", device)
+    vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     var.to(device).eval()
     vqvae.to(device).eval()
     K = var.cfg.num_classes
     labels_N = np.repeat(np.arange(K, dtype=np.int64), sc.per_class)
-    images, seconds = [], 0.0
-    n_batches = math.ceil(len(labels_N) / sc.batch_size)
+    # Blocks of `batch_size` consecutive images, each one sampler call seeded from (seed, block index), taken
+    # round robin by the ranks: the file is byte-identical whatever the world size (var/sharded_sampling.py).
+    t_wall = time.perf_counter()
     with progress_bar(f"sample {args.model_name}", total=len(labels_N)) as update:
-        for b in range(n_batches):
-            label_B = torch.from_numpy(labels_N[b * sc.batch_size:(b + 1) * sc.batch_size]).to(device)
-            t0 = time.perf_counter()
-            # one seed per batch, derived from (seed, batch index): reproducible and independent of the others
-            _, img_B3HW = sample(var, vqvae, len(label_B), label_B, seed=sc.seed * 100003 + b, cfg=sc.cfg,
-                                 top_k=sc.top_k, top_p=sc.top_p, more_smooth=sc.more_smooth)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds += time.perf_counter() - t0
-            images.append((img_B3HW.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8)
-                          .permute(0, 2, 3, 1).cpu().numpy())
-            update(min((b + 1) * sc.batch_size, len(labels_N)))
-    images_NHW3 = np.concatenate(images)
-    atomic_savez(args.samples, images=images_NHW3, labels=labels_N)
+        blocks, seconds = generate_blocks(var, vqvae, labels_N, block_size=sc.batch_size, seed=sc.seed,
+                                          world=world, progress=update if world.is_main else None, cfg=sc.cfg,
+                                          top_k=sc.top_k, top_p=sc.top_p, more_smooth=sc.more_smooth)
+    # Time column: sampler seconds summed over the GPUs per image (comparable across world sizes).
+    seconds = float(all_reduce_sum([seconds], device)[0])
+    images_NHW3 = gather_to_file(blocks, labels_N, args.samples, sc.batch_size, world)
+    if not world.is_main:
+        return {}
     save_grid(args.grid, images_NHW3, labels_N)
     info = {"model": args.model_name, "num_images": int(len(labels_N)), "seconds": seconds,
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
+            "world_size": world.size, "wall_seconds": time.perf_counter() - t_wall,
             "train_step": int(ckpt.get("step", 0)), "steps": len(var.cfg.patch_nums)}
     atomic_write_json(args.metrics, info)
     return {"model": args.model_name, "images": len(labels_N), "s_per_img": info["seconds_per_image"]}

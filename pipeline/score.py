@@ -20,17 +20,33 @@ def main(args, log) -> dict:
     sc = p.score
     device = select_device(args.device if args.device != "auto" else sc.device)
     weights = args.evalnet if sc.extractor == "evalnet" else sc.inception_weights
-    result = score(args.samples, args.real, extractor=EXTRACTORS[sc.extractor], device=device,
-                   weights_path=weights, batch_size=sc.batch_size, k=sc.nearest_k)
+    if sc.reference_batch and args.name != "valdata":    # the standard evaluator's reference (e.g. ImageNet ADM)
+        args.real = sc.reference_batch
     short = sc.extractor
-    samples = load_npz(args.samples)
-    if "images" in samples and "labels" in samples:
-        # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for
-        net = load_evalnet(args.evalnet, map_location=str(device))
-        result["class_acc_evalnet"] = accuracy(net, samples["images"], samples["labels"], str(device))
+
+    def score_file(path) -> dict:
+        out = score(path, args.real, extractor=EXTRACTORS[sc.extractor], device=device, weights_path=weights,
+                    batch_size=sc.batch_size, k=sc.nearest_k)
+        samples = load_npz(path)
+        if "images" in samples and "labels" in samples:
+            # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for
+            net = load_evalnet(args.evalnet, map_location=str(device))
+            out["class_acc_evalnet"] = accuracy(net, samples["images"], samples["labels"], str(device))
+        return out
+
+    result = score_file(args.samples)
+    if args.untrained:
+        # The same architecture at its initial weights, sampled alike: how much training changed the scores.
+        base = score_file(args.untrained)
+        result["untrained"] = base
+        result[f"fid_{short}_untrained"] = base[f"fid_{short}"]
+        result[f"fid_{short}_ratio_trained_to_untrained"] = result[f"fid_{short}"] / base[f"fid_{short}"]
+        if "class_acc_evalnet" in base:
+            result["class_acc_evalnet_untrained"] = base["class_acc_evalnet"]
     result = {"name": args.name, "samples": args.samples, "reference": args.real, **result}
     atomic_write_json(args.scores, result)
-    keys = (f"fid_{short}", f"is_{short}", f"precision_{short}", f"recall_{short}", "class_acc_evalnet")
+    keys = (f"fid_{short}", f"is_{short}", f"precision_{short}", f"recall_{short}", "class_acc_evalnet",
+            f"fid_{short}_untrained", "class_acc_evalnet_untrained")
     return {"name": args.name, **{k: result[k] for k in keys if k in result}}
 
 
@@ -40,6 +56,7 @@ def cli(argv=None):
     ap.add_argument("--samples", required=True, help="input: generated (or real val) images .npz")
     ap.add_argument("--real", required=True, help="input: the real reference split")
     ap.add_argument("--evalnet", required=True, help="input: evalnet checkpoint")
+    ap.add_argument("--untrained", default=None, help="input (optional): samples of the untrained model")
     ap.add_argument("--scores", required=True, help="output: scores JSON")
     run_stage("score", main, ap, argv)
 

@@ -1,4 +1,6 @@
-"""Stage `tokenizer`: train the multi-scale VQVAE on the train split; report PSNR and codebook usage per scale.
+"""Stage `tokenizer`: train the multi-scale VQVAE on the train split; after each epoch report validation PSNR,
+SSIM, rFID (evaluation network, or Inception when `score.extractor` is inception) and codebook usage per scale,
+as metrics JSON and a per-epoch CSV (DVC plots).
 
 Resumable like `train_var`: the trainer's state lives in --state-dir, outside the DAG's outputs.
 """
@@ -8,28 +10,92 @@ import torch
 
 from pipeline.common import (copy_atomic, fingerprint, load_stage_params, prepare_state_dir, progress_bar,
                              run_stage, select_device, split_images, stage_parser)
-from var.io import atomic_write_json
+from var.io import atomic_write_json, atomic_write_text
 from var.tokenizer_train import train_tokenizer
 from var.vqvae import VQVAE
+
+HISTORY_COLUMNS = ("epoch", "step", "val_psnr", "val_ssim", "val_rfid", "val_l2", "val_vq_loss", "val_usage_mean")
+
+
+def history_csv(history: list[dict], rfid_key: str) -> str:
+    """Per-epoch validation metrics, one row per evaluation (DVC plots x=epoch); usage per scale as usage_s<k>."""
+    K = len(history[0]["val_usage_per_scale"]) if history else 0
+    rows = [",".join((*HISTORY_COLUMNS, *(f"usage_s{k}" for k in range(K))))]
+    for h in history:
+        vals = [h.get(rfid_key if c == "val_rfid" else c, float("nan")) for c in HISTORY_COLUMNS]
+        rows.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v)
+                             for v in (*vals, *h["val_usage_per_scale"])))
+    return "\n".join(rows) + "\n"
+
+
+def rfid_features(p, evalnet_path, device):
+    """(name, uint8 (N, H, W, 3) -> (N, D) numpy features) for rFID, with the extractor `score` uses; or None."""
+    from eval.features import SHORT_NAMES, extract_features, load_extractor
+    if p.score.extractor == "inception":
+        ext = load_extractor("inception-v3-compat", device=device, weights_path=p.score.inception_weights)
+    elif evalnet_path:
+        ext = load_extractor("evalnet", device=device, weights_path=evalnet_path)
+    else:
+        return None, None
+    return SHORT_NAMES[ext.name], lambda x: extract_features(x, ext, batch_size=p.score.batch_size)["pool"].cpu().numpy()
+
+
+def build_perceptual_loss(cfg, evalnet_path, device):
+    """The lambda_P term's network (var/perceptual.py), or None when lambda_p is 0."""
+    if cfg.lambda_p <= 0:
+        return None
+    from var.perceptual import build_perceptual
+    net = None
+    if cfg.perceptual == "evalnet":
+        from eval.evalnet import load_evalnet
+        net = load_evalnet(evalnet_path) if evalnet_path else None
+    return build_perceptual(cfg.perceptual, cfg.perceptual_weights, net).to(device)
 
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
+    if p.tokenizer.pretrained:     # issue 9: the released tokenizer, imported instead of trained (Table 1 rows)
+        return import_pretrained(p, args, log)
     device = select_device(args.device)
-    fp = fingerprint(p, ["data", "tokenizer"], [args.train, args.val])
+    cfg = p.tokenizer.train
+    extra = [x for x in (args.evalnet, cfg.init_from, *cfg.perceptual_weights) if x]
+    fp = fingerprint(p, ["data", "tokenizer", "score.extractor", "score.inception_weights"],
+                     [args.train, args.val, *extra])
     state_dir = prepare_state_dir(args.state_dir, fp, log)
     train_x, _ = split_images(args.train, p.data.image_size)
     val_x, _ = split_images(args.val, p.data.image_size)
     torch.manual_seed(p.tokenizer.train.seed)              # initial weights depend on the seed only
     vqvae = VQVAE(p.tokenizer.model)
     n_params = sum(q.numel() for q in vqvae.parameters())
+    feat_name, features = rfid_features(p, args.evalnet, device)
+    perceptual = build_perceptual_loss(cfg, args.evalnet, device)
     with progress_bar("train tokenizer") as update:
-        metrics = train_tokenizer(vqvae, train_x, val_x, p.tokenizer.train, out_dir=state_dir, device=device,
-                                  log=log.info, progress=lambda s, n, info: update(s, n, info))
-    metrics = {"num_params": n_params, **metrics}
+        metrics = train_tokenizer(vqvae, train_x, val_x, cfg, out_dir=state_dir, device=device,
+                                  log=log.info, progress=lambda s, n, info: update(s, n, info),
+                                  perceptual=perceptual, features=features, features_name=feat_name or "evalnet")
+    metrics = {"num_params": n_params, "perceptual": cfg.perceptual if cfg.lambda_p > 0 else "none", **metrics}
     copy_atomic(state_dir / "model.pt", args.model)
+    if args.history:
+        atomic_write_text(args.history, history_csv(metrics["history"], f"val_rfid_{feat_name}"))
     atomic_write_json(args.metrics, metrics)
-    return {"params_M": n_params / 1e6, **{k: metrics[k] for k in ("val_psnr", "val_usage_mean", "step") if k in metrics}}
+    keys = ("val_psnr", "val_ssim", f"val_rfid_{feat_name}", "val_usage_mean", "step")
+    return {"params_M": n_params / 1e6, **{k: metrics[k] for k in keys if k in metrics}}
+
+
+def import_pretrained(p, args, log) -> dict:
+    """Load `tokenizer.pretrained` (a released bare state dict or one of our model.pt) strictly into
+    `tokenizer.model` and write it as this stage's checkpoint; metrics say where it came from."""
+    from var.checkpoint import save_checkpoint
+    from var.tokenizer_train import init_tokenizer_weights
+    vqvae = VQVAE(p.tokenizer.model)
+    init_tokenizer_weights(vqvae, p.tokenizer.pretrained, log.info)
+    n_params = sum(q.numel() for q in vqvae.parameters())
+    metrics = {"num_params": n_params, "pretrained": p.tokenizer.pretrained, "step": 0, "history": []}
+    save_checkpoint(args.model, vqvae, kind="vqvae", step=0, extra={"metrics": {"pretrained": p.tokenizer.pretrained}})
+    if args.history:
+        atomic_write_text(args.history, history_csv([], "val_rfid"))
+    atomic_write_json(args.metrics, metrics)
+    return {"params_M": n_params / 1e6, "pretrained": p.tokenizer.pretrained}
 
 
 def cli(argv=None):
@@ -38,6 +104,9 @@ def cli(argv=None):
     ap.add_argument("--val", required=True, help="input: val split")
     ap.add_argument("--model", required=True, help="output: tokenizer checkpoint")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
+    ap.add_argument("--history", default=None, help="output: per-epoch validation metrics CSV (DVC plots)")
+    ap.add_argument("--evalnet", default=None, help="input (optional): evaluation network, for rFID and the "
+                                                    "'evalnet' perceptual loss")
     ap.add_argument("--state-dir", required=True, help="resume state (not a DAG output)")
     run_stage("tokenizer", main, ap, argv)
 

@@ -59,7 +59,8 @@ def snakemake_commands(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_snakefile_runs_the_dvc_commands(tmp_path):
-    cmds = snakemake_commands(tmp_path)
+    # every rule as a target (not only table1): stages outside table1 (tokenizer_ablation, ...) are in dvc.yaml too
+    cmds = snakemake_commands(tmp_path, *(st.name for st in dag.STAGES if "{" not in " ".join(st.outputs.values())))
     dvc_cmds = [st["cmd"] for st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()]
     assert sorted(cmds) == sorted(dvc_cmds)
 

@@ -1,14 +1,17 @@
 """The whole DAG on the `ci` config, run by Snakemake in a scratch copy of the repository; then DVC adopts the
-finished run (`dvc commit -f`) and `dvc repro` has nothing left to do."""
+finished run (`dvc commit -f`) and `dvc repro` has nothing left to do; a second run from scratch gives identical
+tokens, samples and scores."""
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -28,21 +31,53 @@ def run(cmd, cwd, timeout=240):
     return res.stdout + res.stderr
 
 
-@pytest.mark.slow
-def test_ci_dag_end_to_end_and_dvc_adopts_it(tmp_path):
+def scratch_repo(dst: Path) -> None:
     for f in WORKFLOW_FILES:
-        (shutil.copytree if (ROOT / f).is_dir() else shutil.copy)(ROOT / f, tmp_path / f,
+        (shutil.copytree if (ROOT / f).is_dir() else shutil.copy)(ROOT / f, dst / f,
                                                                   **({"ignore": shutil.ignore_patterns("__pycache__")}
                                                                      if (ROOT / f).is_dir() else {}))
     # params.yaml of the scratch repo = params.yaml merged with configs/ci.yaml, so DVC (which has no override
     # files) sees the same values as Snakemake; tests/test_dag.py checks --configfile forwarding separately.
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(load_raw(ROOT / "params.yaml", [ROOT / "configs/ci.yaml"]),
-                                                         sort_keys=False))
+    (dst / "params.yaml").write_text(yaml.safe_dump(load_raw(ROOT / "params.yaml", [ROOT / "configs/ci.yaml"]),
+                                                    sort_keys=False))
+
+
+TIMING_KEY = re.compile(r"seconds|time|_per_s$|_s$")
+
+
+def without_timing(obj):
+    """A metrics/scores JSON without its wall-clock fields (the only values allowed to differ between runs)."""
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if not TIMING_KEY.search(k)}
+    return [without_timing(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def assert_same_results(a: Path, b: Path, models) -> None:
+    """Two from-scratch runs: identical tokens, samples, scores and training metrics (issue 10, determinism)."""
+    npz = ["runs/tokens/train.npz", "runs/tokens/val.npz", *(f"runs/var/{m}/samples.npz" for m in models)]
+    for f in npz:
+        with np.load(a / f, allow_pickle=False) as x, np.load(b / f, allow_pickle=False) as y:
+            assert sorted(x.files) == sorted(y.files), f
+            for k in x.files:
+                assert np.array_equal(x[k], y[k]), f"{f}:{k} differs between two runs"
+    js = ["runs/tokenizer/metrics.json", "runs/evalnet/metrics.json", "runs/valdata/scores.json",
+          *(f"runs/var/{m}/{n}" for m in models for n in ("metrics.json", "scores.json"))]
+    for f in js:
+        assert without_timing(json.loads((a / f).read_text())) == without_timing(json.loads((b / f).read_text())), f
+    ta, tb = (pd.read_csv(d / "results/table1.csv").drop(columns=["time"]) for d in (a, b))
+    pd.testing.assert_frame_equal(ta, tb)
+
+
+@pytest.mark.slow
+def test_ci_dag_end_to_end_and_dvc_adopts_it(tmp_path, tmp_path_factory):
+    scratch_repo(tmp_path)
     p = load_params(tmp_path / "params.yaml")
     run([BIN / "python", "-m", "pipeline.dag"], tmp_path)
 
-    out = run([BIN / "snakemake", "--cores", "2", "table1"], tmp_path)
-    assert "12 of 12 steps" in out or "steps (100%) done" in out, out[-2000:]
+    out = run([BIN / "snakemake", "--cores", "2", "table1", "tokenizer_ablation"], tmp_path)
+    assert "steps (100%) done" in out, out[-2000:]
+    assert "| residual-full |" in (tmp_path / "results/tokenizer_ablation.md").read_text()     # issue 5
+    assert (tmp_path / "runs/tokenizer/history.csv").read_text().startswith("epoch,")
     for m in p.table1_models:
         for f in ("model.pt", "metrics.json", "samples.npz", "grid.png", "sample_metrics.json", "scores.json"):
             assert (tmp_path / "runs/var" / m / f).is_file(), f"{m}/{f}"
@@ -66,3 +101,9 @@ def test_ci_dag_end_to_end_and_dvc_adopts_it(tmp_path):
     repro = run([BIN / "dvc", "repro"], tmp_path)
     assert "Running stage" not in repro, repro
     assert "runs/valdata/scores.json" in run([BIN / "dvc", "metrics", "show"], tmp_path)
+
+    # Determinism (issue 10): the same DAG from scratch in a second directory gives identical results on CPU.
+    again = tmp_path_factory.mktemp("ci_again")
+    scratch_repo(again)
+    run([BIN / "snakemake", "--cores", "2", "table1"], again)
+    assert_same_results(tmp_path, again, p.table1_models)

@@ -19,6 +19,9 @@ from .transformer import VAR
 from .vqvae import VQVAE
 
 MODEL_KINDS: dict[str, tuple[type, type]] = {"vqvae": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
+# The raster-scan AR baseline of Table 3 (issue 6): a GPT-2-style transformer over single-scale tokens.
+from .ar import AR, ARConfig  # noqa: E402
+MODEL_KINDS["ar"] = (AR, ARConfig)
 
 
 class CheckpointMismatchError(RuntimeError):

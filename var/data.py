@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,6 +289,40 @@ def load_image(path: str, image_size: int) -> np.ndarray:
             return np.array(im.crop((left, top, left + image_size, top + image_size)), np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise CorruptImageError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
+
+
+def check_decodable(paths: list[str], labels: np.ndarray, image_size: int, skip_corrupt: bool = False,
+                    workers: int | None = None) -> tuple[list[str], np.ndarray, list[str]]:
+    """Decode every file once (the `data` stage), so no later stage meets a corrupt image after hours of work.
+
+    Returns (kept paths, their labels, skipped paths). Without skip_corrupt the first undecodable file (in path
+    order) raises CorruptImageError naming it; with it, undecodable files are dropped, but a class left without
+    any image is still a DatasetError. Threads: PIL releases the GIL while decoding.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ok(p: str) -> str | None:
+        try:
+            load_image(p, image_size)
+            return None
+        except CorruptImageError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(max_workers=workers or min(16, (os.cpu_count() or 1) + 2)) as pool:
+        errors = list(pool.map(ok, paths))
+    bad = [i for i, e in enumerate(errors) if e is not None]
+    if bad and not skip_corrupt:
+        raise CorruptImageError(f"{errors[bad[0]]} ({len(bad)} undecodable file(s) in total; fix or remove "
+                                f"them, or set data.skip_corrupt: true to skip them)")
+    for i in bad:
+        log.warning("skipping %s", errors[i])
+    keep = np.setdiff1d(np.arange(len(paths)), bad)
+    labels = np.asarray(labels, np.int64)
+    emptied = sorted(set(labels[bad].tolist()) - set(labels[keep].tolist()))
+    if emptied:
+        raise DatasetError(f"every image of class id(s) {emptied} is undecodable: "
+                           f"{[paths[i] for i in bad if labels[i] in emptied][:5]}")
+    return [paths[i] for i in keep], labels[keep], [paths[i] for i in bad]
 
 
 # ------------------------------------------------------------------------------------------- split files

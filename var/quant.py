@@ -47,6 +47,10 @@ class MultiScaleQuantizer(nn.Module):
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), cfg.vocab_size))
         self.quant_resi = PhiBank(cfg)   # registered before the codebook: the released key order
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.z_channels)
+        # Codes start near the origin (uniform +-1/V, as VQGAN and the reference): nearest-code search then
+        # follows the feature's direction and spreads over the codebook. With nn.Embedding's N(0, 1) init every
+        # feature picks the one smallest-norm code and the codebook collapses (measured: 2% usage).
+        nn.init.uniform_(self.embedding.weight, -1.0 / cfg.vocab_size, 1.0 / cfg.vocab_size)
 
     # ----------------------------------------------------------------------------------------- helpers
     def nearest_code(self, z_NC: torch.Tensor) -> torch.Tensor:

@@ -75,13 +75,17 @@ class EagerRunner:
 @torch.no_grad()
 def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = None, cfg: float = 1.5,
            top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-           generator: torch.Generator | None = None, return_details: bool = False, runner=None, decode=None):
+           generator: torch.Generator | None = None, return_details: bool = False, runner=None, decode=None,
+           teacher_force=None):
     """Generate B images. Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]).
 
     With return_details, a third value holds the labels used, the CFG logits of every scale (before
     filtering), the number of entries left by filtering per position, and the final f_hat.
     `runner` (default EagerRunner) runs the transformer per scale; `decode` (default vqvae.fhat_to_img) turns
     f_hat into images in [-1, 1]; var/engine.py passes faster ones that compute the same functions.
+    `teacher_force` (zero-shot editing, var/editing.py): a pair (ref_idx_Bl list, keep_Bl list of bool (B, pn*pn))
+    over scales; where keep is True the drawn token is replaced by the reference token (the draw still happens,
+    so the RNG stream is unchanged). None (default) leaves the sampler exactly as above.
     """
     device = var.pos_start.device
     if seed is not None:
@@ -114,9 +118,14 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
         if return_details:
             details["num_kept"].append(torch.isfinite(logits_BlV).sum(-1).int())
         idx_Bl = draw(logits_BlV, generator)
+        if teacher_force is not None:
+            keep_Bl = teacher_force[1][si].to(device)
+            idx_Bl = torch.where(keep_Bl, teacher_force[0][si].to(device), idx_Bl)
         idx_list.append(idx_Bl)
         if more_smooth:
             h_BlCv = gumbel_smooth(logits_BlV, ratio, generator) @ quant.embedding.weight.unsqueeze(0)
+            if teacher_force is not None:   # forced tokens enter as their hard code, never smoothed
+                h_BlCv = torch.where(keep_Bl.unsqueeze(-1), quant.embedding(idx_Bl), h_BlCv)
         else:
             h_BlCv = quant.embedding(idx_Bl)
         h_BChw = h_BlCv.transpose(1, 2).reshape(B, quant.Cvae, pn, pn)

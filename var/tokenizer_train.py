@@ -41,6 +41,10 @@ class TokenizerTrainConfig:
     lambda_rec: float = 1.0             # pixel L2
     lambda_vq: float = 1.0              # the quantizer's codebook + commitment loss
     lambda_p: float = 0.0               # perceptual; needs `perceptual=` passed to train_tokenizer
+    perceptual: str = "evalnet"         # backbone when lambda_p > 0: 'evalnet' (offline) | 'lpips-vgg16'
+    perceptual_weights: tuple[str, ...] = ()   # lpips-vgg16: [vgg16-397923af.pth, LPIPS v0.1 vgg.pth] local paths
+    init_from: str = ""                 # fine-tune from: released vae_ch160v4096z32.pth or one of our model.pt
+    autocast_bf16: bool = True          # bf16 autocast of encoder/decoder/losses on CUDA (quantiser stays fp32)
     lambda_g: float = 0.0               # adversarial (hinge) generator loss; 0 = no discriminator at all
     disc_start_step: int = 0
     disc_lr: float = 0.0                # 0: = lr
@@ -60,6 +64,8 @@ class TokenizerTrainConfig:
             raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
         if min(self.lambda_rec, self.lambda_vq, self.lambda_p, self.lambda_g) < 0:
             raise ValueError("loss weights must be >= 0")
+        if self.perceptual not in ("evalnet", "lpips-vgg16"):
+            raise ValueError(f"perceptual must be 'evalnet' or 'lpips-vgg16', got {self.perceptual!r}")
 
 
 class PatchDiscriminator(nn.Module):
@@ -115,36 +121,112 @@ def restart_dead_codes(embedding_VC: torch.Tensor, hits_V: torch.Tensor, f_NC: t
 
 
 @torch.no_grad()
-def evaluate_tokenizer(vqvae, images_uint8_NHW3: np.ndarray, batch_size: int, device: torch.device) -> dict:
-    """PSNR of the (clamped) reconstructions with images mapped to [0, 1], L2 and VQ loss, usage % per scale."""
+def evaluate_tokenizer(vqvae, images_uint8_NHW3: np.ndarray, batch_size: int, device: torch.device,
+                       features: Callable[[np.ndarray], np.ndarray] | None = None,
+                       real_features_ND: np.ndarray | None = None, features_name: str = "evalnet") -> dict:
+    """Validation reconstruction metrics: PSNR and SSIM of the clamped reconstructions in [0, 1] units (eval/recon.py),
+    L2 and VQ loss, codebook usage % per scale, and -- given `features` (uint8 (N, H, W, 3) -> (N, D) features,
+    e.g. the evaluation network) -- rFID of the uint8 reconstructions against the real images
+    (`val_rfid_<features_name>`: evalnet-rFID is not comparable to Inception rFID)."""
+    from eval.recon import psnr, rfid, ssim
     was_training = vqvae.training
     vqvae.eval()
     V, K = vqvae.cfg.vocab_size, len(vqvae.cfg.patch_nums)
     hits_KV = torch.zeros(K, V, dtype=torch.long, device=device)
-    psnr_sum, l2_sum, vq_sum, n = 0.0, 0.0, 0.0, 0
+    psnr_sum, ssim_sum, l2_sum, vq_sum, n, recs = 0.0, 0.0, 0.0, 0.0, 0, []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for s in range(0, len(images_uint8_NHW3), batch_size):
             img_B3HW = to_model_range(images_uint8_NHW3[s:s + batch_size], device)
             rec_B3HW, vq_loss, _ = vqvae(img_B3HW)
             B = img_B3HW.shape[0]
-            mse_B = ((rec_B3HW.clamp(-1, 1) - img_B3HW) / 2).double().square().flatten(1).mean(1)  # in [0,1] units
-            psnr_sum += (10 * torch.log10(1.0 / mse_B.clamp_min(1e-10))).sum().item()
+            rec01, img01 = (rec_B3HW.float().clamp(-1, 1) + 1) / 2, (img_B3HW + 1) / 2
+            psnr_sum += psnr(rec01, img01).sum().item()
+            ssim_sum += ssim(rec01, img01).sum().item()
             l2_sum += F.mse_loss(rec_B3HW, img_B3HW).item() * B
             vq_sum += vq_loss.item() * B
             for k, idx_Bl in enumerate(vqvae.img_to_idx(img_B3HW)):
                 hits_KV[k] += torch.bincount(idx_Bl.flatten(), minlength=V)
+            if features is not None:
+                recs.append(rec01.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy())
             n += B
     vqvae.train(was_training)
     usage_K = ((hits_KV > 0).double().mean(1) * 100).tolist()
-    return {"val_psnr": psnr_sum / max(n, 1), "val_l2": l2_sum / max(n, 1), "val_vq_loss": vq_sum / max(n, 1),
-            "val_usage_per_scale": usage_K, "val_usage_mean": float(np.mean(usage_K))}
+    out = {"val_psnr": psnr_sum / max(n, 1), "val_ssim": ssim_sum / max(n, 1), "val_l2": l2_sum / max(n, 1),
+           "val_vq_loss": vq_sum / max(n, 1), "val_usage_per_scale": usage_K, "val_usage_mean": float(np.mean(usage_K))}
+    if features is not None and n >= 2:
+        real = real_features_ND if real_features_ND is not None else features(images_uint8_NHW3)
+        out[f"val_rfid_{features_name}"] = rfid(real, features(np.concatenate(recs)))
+    return out
+
+
+def generator_loss(vqvae, img_B3HW: torch.Tensor, cfg: TokenizerTrainConfig, step: int, *,
+                   perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                   disc: nn.Module | None = None, last_layer: torch.Tensor | None = None):
+    """Loss (5) of the tokenizer for one batch: returns (loss, rec_B3HW, info dict of floats).
+
+    lambda_rec * L2 + lambda_p * perceptual (together the 'nll' the adaptive weight balances against), plus
+    lambda_vq * (codebook + beta * commitment) from the quantiser, plus -- from `disc_start_step` on and only if
+    a discriminator is given -- lambda_g * w_adapt * (-D(rec)) (hinge generator loss, VQGAN eq. 7 weight)."""
+    rec_B3HW, vq_loss, usage = vqvae(img_B3HW)
+    rec_loss = F.mse_loss(rec_B3HW.float(), img_B3HW)
+    nll = cfg.lambda_rec * rec_loss
+    info = {"loss": 0.0, "rec": rec_loss.item(), "vq": vq_loss.item(), "usage_mean": float(np.mean(usage))}
+    if cfg.lambda_p > 0:
+        p_loss = perceptual(rec_B3HW, img_B3HW).float().mean()
+        nll = nll + cfg.lambda_p * p_loss
+        info["perceptual"] = p_loss.item()
+    loss = nll + cfg.lambda_vq * vq_loss
+    if disc is not None and cfg.lambda_g > 0 and step >= cfg.disc_start_step:
+        disc.requires_grad_(False)
+        g_loss = -disc(rec_B3HW).float().mean()
+        w = adaptive_weight(nll, g_loss, last_layer if last_layer is not None else vqvae.decoder.conv_out.weight,
+                            cfg.adaptive_weight_max)
+        loss = loss + cfg.lambda_g * w * g_loss
+        info.update(g_loss=g_loss.item(), adaptive_w=w.item())
+    info["loss"] = loss.item()
+    return loss, rec_B3HW, info
+
+
+def keep_quantizer_fp32(vqvae) -> list:
+    """Under autocast, run `vqvae.quantize` in float32: nearest-code distances in bf16 pick wrong codes. Returns
+    the hook handles (call .remove() on them); outside autocast the hooks only cast the (already fp32) input."""
+    ctxs = []
+
+    def pre(_mod, args):
+        ctx = torch.autocast(args[0].device.type, enabled=False)
+        ctx.__enter__()
+        ctxs.append(ctx)
+        return (args[0].float(), *args[1:])
+
+    def post(_mod, _args, _out):
+        ctxs.pop().__exit__(None, None, None)
+    return [vqvae.quantize.register_forward_pre_hook(pre), vqvae.quantize.register_forward_hook(post)]
+
+
+def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] = print) -> None:
+    """Fine-tuning start: our `model.pt` (kind 'vqvae') or a released bare state dict (vae_ch160v4096z32.pth),
+    loaded strictly (a config mismatch names every missing / unexpected / mis-shaped key)."""
+    from var.checkpoint import load_official_state_dict, load_state_dict_strict
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"tokenizer.train.init_from: {path} does not exist")
+    ck = load_torch(path, map_location="cpu")
+    if isinstance(ck, dict) and ck.get("kind") == "vqvae" and "model" in ck:
+        load_state_dict_strict(vqvae, ck["model"], str(path))
+    else:
+        load_official_state_dict(vqvae, path)
+    log(f"[train_tokenizer] initialised from {path}")
 
 
 def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.ndarray | None,
                     cfg: TokenizerTrainConfig, *, out_dir, device="cpu", log: Callable[[str], None] = print,
                     progress: Callable[[int, int, dict], None] | None = None,
-                    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict:
-    """Train `vqvae` (rec_B3HW, vq_loss, usage = vqvae(img_B3HW)); write out_dir/state.pt and model.pt."""
+                    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    features: Callable[[np.ndarray], np.ndarray] | None = None,
+                    features_name: str = "evalnet") -> dict:
+    """Train `vqvae` (rec_B3HW, vq_loss, usage = vqvae(img_B3HW)); write out_dir/state.pt and model.pt.
+
+    perceptual: (rec_B3HW, img_B3HW) -> per-image loss (var/perceptual.py), needed when lambda_p > 0.
+    features: uint8 (N, H, W, 3) -> (N, D) features for the per-epoch validation rFID (omitted: no rFID)."""
     if cfg.lambda_p > 0 and perceptual is None:
         raise ValueError("lambda_p > 0 needs a perceptual loss callable (perceptual=...)")
     device = torch.device(device)
@@ -185,7 +267,12 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
         log(f"[train_tokenizer] resumed from {state_path} at step {step}/{max_it}")
     else:
         seed_everything(cfg.seed)
+        if cfg.init_from:
+            init_tokenizer_weights(vqvae, cfg.init_from, log)
     last_layer = vqvae.decoder.conv_out.weight
+    bf16 = cfg.autocast_bf16 and device.type == "cuda"
+    hooks = keep_quantizer_fp32(vqvae) if bf16 else []
+    real_feats = features(val_images) if features is not None and val_images is not None else None
     t_log = time.perf_counter()
 
     while step < max_it:
@@ -198,21 +285,10 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
             for g in (o.param_groups if o is not None else []):
                 g["lr"] = base * lr_scale
 
-        rec_B3HW, vq_loss, usage = vqvae(img_B3HW)
-        rec_loss = F.mse_loss(rec_B3HW, img_B3HW)
-        nll = cfg.lambda_rec * rec_loss
-        if cfg.lambda_p > 0:
-            nll = nll + cfg.lambda_p * perceptual(rec_B3HW, img_B3HW).mean()
-        loss = nll + cfg.lambda_vq * vq_loss
-        info = {"loss": 0.0, "rec": rec_loss.item(), "vq": vq_loss.item(), "usage_mean": float(np.mean(usage))}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, rec_B3HW, info = generator_loss(vqvae, img_B3HW, cfg, step, perceptual=perceptual, disc=disc,
+                                                  last_layer=last_layer)
         gan_on = use_gan and step >= cfg.disc_start_step
-        if gan_on:
-            disc.requires_grad_(False)
-            g_loss = -disc(rec_B3HW).mean()
-            w = adaptive_weight(nll, g_loss, last_layer, cfg.adaptive_weight_max)
-            loss = loss + cfg.lambda_g * w * g_loss
-            info.update(g_loss=g_loss.item(), adaptive_w=w.item())
-        info["loss"] = loss.item()
         if not math.isfinite(info["loss"]):
             raise FloatingPointError(f"non-finite tokenizer loss {info['loss']} at step {step} (epoch {ep}); "
                                      f"last good state kept in {state_path}")
@@ -223,7 +299,8 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
         opt.step()
         if gan_on:
             disc.requires_grad_(True)
-            d_loss = hinge_d_loss(disc(img_B3HW), disc(rec_B3HW.detach()))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                d_loss = hinge_d_loss(disc(img_B3HW).float(), disc(rec_B3HW.detach()).float())
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -249,10 +326,12 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
         epoch_end = step % iters_per_ep == 0 or step == max_it
         done_ep = (step - 1) // iters_per_ep + 1
         if epoch_end and val_images is not None and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
-            m = evaluate_tokenizer(vqvae, val_images, cfg.eval_batch_size or B, device)
+            m = evaluate_tokenizer(vqvae, val_images, cfg.eval_batch_size or B, device, features, real_feats,
+                                   features_name)
             m.update(epoch=done_ep, step=step)
             history.append(m)
-            log(f"[train_tokenizer] eval ep {done_ep}: psnr {m['val_psnr']:.2f} usage {m['val_usage_mean']:.1f}%")
+            log(f"[train_tokenizer] eval ep {done_ep}: psnr {m['val_psnr']:.2f} ssim {m['val_ssim']:.3f} "
+                f"rfid {m.get(f'val_rfid_{features_name}', float('nan')):.3g} usage {m['val_usage_mean']:.1f}%")
         if epoch_end or step % cfg.ckpt_every_steps == 0:
             atomic_torch_save(state_path, {
                 "format": "tokenizer-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
@@ -261,6 +340,8 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
                 "rng": capture_rng(), "history": history, "train_time_s": train_time, "hits_V": hits_V,
                 "restarted_codes": restarted})
 
+    for h in hooks:
+        h.remove()
     metrics = dict(history[-1]) if history else {}
     metrics.update(step=step, train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    restarted_codes=restarted, history=history)

@@ -10,9 +10,15 @@ state. Label dropout for CFG draws from a dedicated generator passed to the mode
 saved in `state.pt` with the model and optimizer.
 Validation runs under `torch.random.fork_rng`, so how often one evaluates never changes the training stream.
 A rerun of the same call resumes from `state.pt`; on CPU the result is bitwise identical to an uninterrupted run.
+
+Data parallel (under `torchrun`, see var/distributed.py): the global batch is cut into chunks of
+`micro_batch_size`, spread over the ranks and accumulated; each chunk's randomness is seeded from (seed, step,
+chunk), so the run does not depend on the GPU count (up to float summation order), and rank 0 saves a state that
+resumes under any world size. One process with one chunk per batch runs the single-process path above unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import random
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
 from var.config import config_to_dict
+from var.distributed import all_reduce_sum, barrier, chunk_bounds, chunk_seed, current_world, my_chunks
 from var.io import atomic_torch_save, load_npz, load_torch
 from var.schedule import SCHEDULES, lr_wd_at, peak_lr_for
 
@@ -42,7 +49,7 @@ NO_DECAY_KEYS = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_em
 @dataclass(frozen=True)
 class TrainConfig:
     """VAR training hyperparameters (reference train.py defaults; the params section is `train`)."""
-    batch_size: int = 768               # global batch (the reference's glb_bs; no gradient accumulation)
+    batch_size: int = 768               # global batch (the reference's glb_bs), whatever the GPU count
     epochs: int = 200
     max_steps: int = 0                  # >0: the run (and its lr schedule) is this many steps instead of epochs
     base_lr_per_256: float = 1e-4       # peak lr = base_lr_per_256 * batch_size / 256 (reference `tblr`)
@@ -63,10 +70,17 @@ class TrainConfig:
     log_every_steps: int = 50
     nan_policy: str = "raise"           # raise: stop naming the step; skip: drop that update (lr still advances)
     precision: str = "fp32"             # fp32 | bf16 (autocast; CUDA only)
+    micro_batch_size: int = 0           # >0: the global batch is processed in chunks of this many samples,
+                                        # spread over the GPUs and accumulated (batch_size stays the global batch;
+                                        # results do not depend on the GPU count); 0: batch_size / GPUs per GPU
+    shard_optimizer: bool = False       # ZeRO-1 under torchrun: AdamW states sharded over the GPUs (d30 / d36)
+    init_adaln_gamma: float = -1.0      # <0: the model's default (1e-5); reference recipes set it (`alng`)
 
     def __post_init__(self):
         if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
             raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
+        if self.micro_batch_size < 0:
+            raise ValueError("micro_batch_size must be >= 0 (0: the global batch split evenly over the GPUs)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.nan_policy not in NAN_POLICIES:
@@ -162,6 +176,14 @@ def var_inputs(vqvae, idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> torc
         return vqvae.idx_to_var_input(split_scales(idx_BL, patch_nums))
 
 
+def model_inputs(model, vqvae, idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> torch.Tensor:
+    """Teacher-forcing input of either model kind: a model with `teacher_forcing_input` (the AR baseline,
+    var/ar.py: its own tokens shifted right) builds it from the tokens; VAR gets `var_inputs`."""
+    if hasattr(model, "teacher_forcing_input"):
+        return model.teacher_forcing_input(idx_BL)
+    return var_inputs(vqvae, idx_BL, patch_nums)
+
+
 def token_ce_BL(logits_BLV: torch.Tensor, gt_BL: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Per-token cross entropy (B, L), computed in float32."""
     B, L, V = logits_BLV.shape
@@ -188,9 +210,13 @@ def param_groups(model: torch.nn.Module) -> list[dict]:
     return [{"params": decay, "wd_scale": 1.0}, {"params": no_decay, "wd_scale": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, shard: bool = False):
     # foreach/fused kernels change the summation order on some devices; the plain loop is the bit-exact path on CPU.
     fast = device.type == "cuda"
+    if shard:   # ZeRO-1: each rank keeps the AdamW states of its share of the parameters (same update)
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+        return ZeroRedundancyOptimizer(param_groups(model), optimizer_class=torch.optim.AdamW, lr=cfg.peak_lr,
+                                       betas=cfg.betas, eps=cfg.eps, weight_decay=0.0, foreach=False, fused=fast)
     return torch.optim.AdamW(param_groups(model), lr=cfg.peak_lr, betas=cfg.betas, eps=cfg.eps,
                              weight_decay=0.0, foreach=False, fused=fast)
 
@@ -210,7 +236,7 @@ def evaluate(model, vqvae, data: TokenData, batch_size: int, device: torch.devic
         for s in range(0, data.num, batch_size):
             idx_BL = torch.from_numpy(data.idx_NL[s:s + batch_size].astype(np.int64)).to(device)
             label_B = torch.from_numpy(data.labels_N[s:s + batch_size]).to(device)
-            logits_BLV = model(label_B, var_inputs(vqvae, idx_BL, pns))
+            logits_BLV = model(label_B, model_inputs(model, vqvae, idx_BL, pns))
             loss_BL = token_ce_BL(logits_BLV, idx_BL)
             wrong_BL = (logits_BLV.argmax(dim=-1) != idx_BL).double()
             B = idx_BL.shape[0]
@@ -226,11 +252,77 @@ def evaluate(model, vqvae, data: TokenData, batch_size: int, device: torch.devic
             "val_err_per_scale": [float(e) for e in err_K]}
 
 
+def evaluate_sharded(model, vqvae, data: TokenData, batch_size: int, device: torch.device, world=None) -> dict:
+    """`evaluate` with the rows split over the ranks and the sums all-reduced (plain `evaluate` on one process)."""
+    world = world or current_world()
+    if not world.distributed:
+        return evaluate(model, vqvae, data, batch_size, device)
+    lo, hi = (data.num * world.rank) // world.size, (data.num * (world.rank + 1)) // world.size
+    part = TokenData(data.idx_NL[lo:hi], data.labels_N[lo:hi], data.patch_nums)
+    m = evaluate(model, vqvae, part, batch_size, device)
+    n = hi - lo
+    keys = ("val_loss", "val_loss_last", "val_err_last", "val_err_mean_scales")
+    tot = all_reduce_sum([m[k] * n for k in keys] + [e * n for e in m["val_err_per_scale"]] + [n], device)
+    N = max(tot[-1], 1)
+    out = {k: float(tot[i] / N) for i, k in enumerate(keys)}
+    out["val_err_per_scale"] = [float(x / N) for x in tot[len(keys):-1]]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ train
-def _save_state(path: Path, model, opt, cfg: TrainConfig, step: int, history: list, extra: dict) -> None:
-    atomic_torch_save(path, {"format": "var-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
-                             "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": capture_rng(),
-                             "history": history, **extra})
+def _save_state(path: Path, model, opt, cfg: TrainConfig, step: int, history: list, extra: dict,
+                world=None) -> None:
+    """Rank 0 writes the state atomically; it holds the unwrapped model and the full optimizer state (ZeRO shards
+    are gathered first), so the file is the same whatever the world size and resumes under any other."""
+    world = world or current_world()
+    if hasattr(opt, "consolidate_state_dict"):
+        opt.consolidate_state_dict(to=0)
+    if world.is_main:
+        atomic_torch_save(path, {"format": "var-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
+                                 "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": capture_rng(),
+                                 "history": history, **extra})
+    barrier()
+
+
+def schedule_lengths(cfg: TrainConfig, num_train: int) -> tuple[int, int, float]:
+    """(iterations per epoch, total iterations, warm-up iterations) of a run over `num_train` samples at the global
+    batch: the reference's iters = ceil(N / B), max_it = epochs * iters, warm-up = epochs / 50 epochs."""
+    iters_per_ep = math.ceil(num_train / cfg.batch_size)
+    max_it = cfg.max_steps or cfg.epochs * iters_per_ep
+    warmup_it = (cfg.warmup_epochs * iters_per_ep) if cfg.warmup_epochs >= 0 else max_it / 50
+    return iters_per_ep, max_it, warmup_it
+
+
+def _grad_norm(model, grad_clip: float) -> torch.Tensor:
+    return (torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0
+            else torch.sqrt(sum(p.grad.double().square().sum() for p in model.parameters() if p.grad is not None)))
+
+
+def _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg: TrainConfig, step: int, world, pns, label_gen,
+                      takes_gen: bool, use_bf16: bool, device) -> torch.Tensor:
+    """Backward of one global batch cut into chunks (var/distributed.py): this rank's chunks accumulate, the last
+    one all-reduces (DDP). Each chunk seeds label dropout and drop-path from (seed, step, chunk) and weighs its mean
+    loss by its share of the global batch, so the update equals the single-process one at any world size.
+    Returns the global batch's mean loss (float64, the same on every rank)."""
+    B = idx_BL.shape[0]
+    bounds = chunk_bounds(B, cfg.micro_batch_size, world.size)
+    mine = my_chunks(bounds, world)
+    loss_sum = 0.0
+    for j, c in enumerate(mine):
+        s, e = bounds[c]
+        seed = chunk_seed(cfg.seed, step, c)
+        torch.manual_seed(seed)              # drop-path / dropout of this chunk
+        label_gen.manual_seed(seed + 1)      # label dropout (CFG) of this chunk
+        x_BLCv = model_inputs(model, vqvae, idx_BL[s:e], pns)
+        last = j == len(mine) - 1
+        with contextlib.nullcontext() if (last or net is model) else net.no_sync():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits_BLV = (net(label_B[s:e], x_BLCv, generator=label_gen) if takes_gen
+                              else net(label_B[s:e], x_BLCv))
+            loss_c = mean_token_loss(token_ce_BL(logits_BLV, idx_BL[s:e], cfg.label_smoothing))
+            (loss_c * ((e - s) * world.size / B)).backward()
+        loss_sum += loss_c.item() * (e - s)
+    return torch.tensor(all_reduce_sum([loss_sum], device)[0] / B, dtype=torch.float64)
 
 
 def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_dir, device="cpu",
@@ -249,14 +341,23 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     val = as_token_data(val_tokens, pns, "val") if val_tokens is not None else None
 
     B = cfg.batch_size
-    iters_per_ep = math.ceil(train.num / B)
-    max_it = cfg.max_steps or cfg.epochs * iters_per_ep
-    warmup_it = (cfg.warmup_epochs * iters_per_ep) if cfg.warmup_epochs >= 0 else max_it / 50
+    iters_per_ep, max_it, warmup_it = schedule_lengths(cfg, train.num)
     n_epochs = math.ceil(max_it / iters_per_ep)
 
     model.to(device).train()
     vqvae.to(device).eval()
-    opt = make_optimizer(model, cfg, device)
+    # Under torchrun the model is wrapped in DDP (and AdamW optionally sharded, ZeRO-1); one process whose global
+    # batch is one chunk runs the original single-process code path, bit for bit.
+    world = current_world()
+    single = not world.distributed and len(chunk_bounds(B, cfg.micro_batch_size, 1)) == 1
+    net = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+    if not world.is_main:       # one voice: rank 0 logs, reports progress and writes files
+        log, progress = (lambda *a, **k: None), None
+    opt = make_optimizer(model, cfg, device, shard=cfg.shard_optimizer and world.distributed)
     step, history, nan_skips, train_time = 0, [], 0, 0.0
     # Label dropout (CFG) draws from its own generator when the model accepts one (VAR does); drop-path and
     # dropout use the global RNG. Both states are checkpointed.
@@ -295,18 +396,23 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         for g in opt.param_groups:
             g["lr"], g["weight_decay"] = lr, wd * g["wd_scale"]
 
-        x_BLCv = var_inputs(vqvae, idx_BL, pns)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits_BLV = model(label_B, x_BLCv, generator=label_gen) if takes_gen else model(label_B, x_BLCv)
-        loss = mean_token_loss(token_ce_BL(logits_BLV, idx_BL, cfg.label_smoothing))
-        opt.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            loss.backward()
-            gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
-                     else torch.sqrt(sum(p.grad.double().square().sum() for p in model.parameters()
-                                         if p.grad is not None)))
-            finite = bool(torch.isfinite(gnorm))
+        if single:
+            x_BLCv = model_inputs(model, vqvae, idx_BL, pns)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits_BLV = model(label_B, x_BLCv, generator=label_gen) if takes_gen else model(label_B, x_BLCv)
+            loss = mean_token_loss(token_ce_BL(logits_BLV, idx_BL, cfg.label_smoothing))
+            opt.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                gnorm = _grad_norm(model, cfg.grad_clip)
+                finite = bool(torch.isfinite(gnorm))
+        else:   # DDP and/or gradient accumulation: every rank backpropagates its chunks, even a non-finite loss
+            opt.zero_grad(set_to_none=True)
+            loss = _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg, step, world, pns, label_gen,
+                                     takes_gen, use_bf16, device)
+            gnorm = _grad_norm(model, cfg.grad_clip)     # of the all-reduced gradients: equal on every rank
+            finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
         if not finite:
             msg = f"non-finite loss/grad (loss={loss.item()}) at step {step} (epoch {ep})"
             if cfg.nan_policy == "raise":
@@ -336,7 +442,7 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         epoch_end = step % iters_per_ep == 0 or step == max_it
         done_ep = (step - 1) // iters_per_ep + 1
         if epoch_end and val is not None and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
-            m = evaluate(model, vqvae, val, cfg.eval_batch_size or B, device)
+            m = evaluate_sharded(model, vqvae, val, cfg.eval_batch_size or B, device, world)
             m.update(epoch=done_ep, step=step, train_loss=info["loss"])
             history.append(m)
             log(f"[train_var] eval ep {done_ep}: loss {m['val_loss']:.4f} err_last {m['val_err_last']:.4f} "
@@ -344,13 +450,15 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         if epoch_end or step % cfg.ckpt_every_steps == 0:
             _save_state(state_path, model, opt, cfg, step, history,
                         {"nan_skips": nan_skips, "train_time_s": train_time,
-                         "label_generator": label_gen.get_state()})
+                         "label_generator": label_gen.get_state()}, world)
 
     metrics = dict(history[-1]) if history else {}
     metrics.update(step=step, epochs=n_epochs, max_steps=max_it, nan_skips=nan_skips,
                    train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    train_tokens_per_s=step * B * train.idx_NL.shape[1] / max(train_time, 1e-9),
                    history=history)
-    save_checkpoint(out_dir / "model.pt", model, kind=getattr(model, "checkpoint_kind", "var"), step=step,
-                    extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
+    if world.is_main:
+        save_checkpoint(out_dir / "model.pt", model, kind=getattr(model, "checkpoint_kind", "var"), step=step,
+                        extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
+    barrier()
     return metrics

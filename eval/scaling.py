@@ -1,0 +1,174 @@
+"""Scaling laws (paper Sec. 5, Fig. 5-6, eq. 11-16): analytic training compute, Pareto frontier, power-law fits.
+
+Pure functions on numbers; the `scaling` stages (pipeline/scaling.py) train the sweep and call them.
+
+Training compute C (FLOPs) of a VAR transformer, counted analytically -- matrix multiplies only (LayerNorm, softmax,
+GELU, biases, the optimizer and the frozen tokenizer are not counted; a multiply-add is 2 FLOPs):
+
+    C = 3 * F_fwd * (sequences seen),   sequences seen = batch_size * steps
+    (the backward pass costs 2x the forward: gradients w.r.t. activations and w.r.t. weights)
+
+    F_fwd (one sequence of L = sum pn_k^2 tokens) = 2 * N_tok * L                  (per-token weight matmuls)
+                                                 + 2 * Cvae * C * (L - pn_1^2)      (word_embed; not the start token)
+                                                 + 2 * N_seq                        (per-sequence AdaLN projections)
+                                                 + 4 * depth * C * P                (attention scores QK^T and A.V)
+    N_tok = depth * (4 C^2 + 2 C H) + C V          (qkv 3C^2, proj C^2, fc1+fc2 2CH; head C V), H = mlp hidden
+    N_seq = depth * 6 C^2 + 2 C^2                  (AdaLN: per block 6C x C, before the head 2C x C; 0 if AdaLN off)
+    P     = sum_k pn_k^2 * (sum_{j<=k} pn_j^2)     (query-key pairs the block-causal mask admits)
+
+On VAR-d16 at 256 px this gives 895 GFLOP per image, the 896 G of ANCHORS.md (tests/test_scaling.py).
+
+Fits: L = (beta * X)^alpha, i.e. log L = alpha log X + alpha log beta, by least squares in log-log space (what
+the paper's straight lines in Fig. 5/6 are); Pearson r is that of (log X, log L).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from var.config import VARConfig
+from var.train import TrainConfig
+
+# Paper eq. 11-16 (ANCHORS.md). The paper's fits use N in billions of parameters and C in PFLOPs (units of the
+# axes of Fig. 5/6 as we read them), so beta is comparable only in those units; alpha and r are unit-free.
+PAPER_FITS = {
+    ("N", "L_last"): (2.0, -0.23), ("N", "L_mean"): (2.5, -0.20),
+    ("N", "err_last"): (4.9e2, -0.016), ("N", "err_mean"): (6.5e2, -0.010),
+    ("C", "L_last"): (2.2e-5, -0.13), ("C", "L_mean"): (1.5e-5, -0.16),
+    ("C", "err_last"): (8.1e-2, -0.0067), ("C", "err_mean"): (4.4e-2, -0.011),
+}
+PAPER_PEARSON = {"N": -0.998, "C": -0.99}
+X_UNITS = {"N": 1e9, "C": 1e15}       # the fits below are done in these units too (N in B params, C in PFLOPs)
+TARGETS = ("L_last", "L_mean", "err_last", "err_mean")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """params.yaml `scaling`: the depth sweep of Fig. 5/6 and the sample grid of Fig. 7."""
+    depths: tuple[int, ...] = (2, 3, 4, 5, 6, 8)   # one model per depth; width = width_per_depth * depth (eq. 7)
+    width_per_depth: int = 16                      # the paper's 64, shrunk for a CPU; heads = depth
+    train: TrainConfig = field(default_factory=TrainConfig)   # the same recipe for every depth (as the paper)
+    eval_fractions: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)  # evaluate L, Err at these fractions of
+    #                                                the run: the checkpoints of the C_min Pareto frontier
+    eval_max_images: int = 0                       # >0: evaluate on the first this many val sequences only
+    fig7_depths: tuple[int, ...] = ()              # rows of Fig. 7 (empty: smallest, middle and largest depth)
+    fig7_fractions: tuple[float, ...] = (0.2, 0.6, 1.0)   # columns: training stages (fractions of tokens)
+    fig7_classes: tuple[int, ...] = (0, 1, 2, 3)   # one sample per class in each cell
+    fig7_cfg: float = 1.5
+    fig7_teacher_force_scales: int = 1             # first scales copied from a val image of the class (shared
+    #                                                coarse layout across cells, as the paper's Fig. 7); 0 = none
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.depths or min(self.depths) < 1 or len(set(self.depths)) != len(self.depths):
+            raise ValueError("scaling.depths must be distinct depths >= 1")
+        if any(not 0 < f <= 1 for f in (*self.eval_fractions, *self.fig7_fractions)):
+            raise ValueError("scaling fractions must lie in (0, 1]")
+        if any(f not in self.eval_fractions for f in self.fig7_fractions):
+            raise ValueError("scaling.fig7_fractions must be a subset of scaling.eval_fractions (snapshots are "
+                             "saved there)")
+        if any(d not in self.depths for d in self.fig7_depths):
+            raise ValueError("scaling.fig7_depths must be a subset of scaling.depths")
+
+    @property
+    def rows_fig7(self) -> tuple[int, ...]:
+        d = sorted(self.depths)
+        return self.fig7_depths or tuple(dict.fromkeys((d[0], d[len(d) // 2], d[-1])))
+
+
+# ------------------------------------------------------------------------------------------------ compute
+def attention_pairs(patch_nums) -> int:
+    """P: (query, key) pairs admitted by the block-causal mask (a token sees its own and every coarser scale)."""
+    P, seen = 0, 0
+    for pn in patch_nums:
+        seen += pn * pn
+        P += pn * pn * seen
+    return P
+
+
+def forward_flops(cfg: VARConfig) -> int:
+    """F_fwd: matmul FLOPs of one teacher-forced forward pass over one full sequence (see module docstring)."""
+    C, d, V, Cv = cfg.embed_dim, cfg.depth, cfg.vocab_size, cfg.z_channels
+    H = round(C * cfg.mlp_ratio)
+    L, first_l = cfg.seq_len, cfg.patch_nums[0] ** 2
+    n_tok = d * (4 * C * C + 2 * C * H) + C * V
+    n_seq = ((6 * C * C if cfg.shared_aln else d * 6 * C * C) + 2 * C * C) if cfg.adaln else 0
+    return 2 * n_tok * L + 2 * Cv * C * (L - first_l) + 2 * n_seq + 4 * d * C * attention_pairs(cfg.patch_nums)
+
+
+def train_flops(cfg: VARConfig, sequences: int) -> int:
+    """C after `sequences` training sequences (images): forward + backward (2x forward)."""
+    return 3 * forward_flops(cfg) * int(sequences)
+
+
+# ------------------------------------------------------------------------------------------------ fits
+@dataclass(frozen=True)
+class PowerLaw:
+    alpha: float
+    beta: float
+    pearson_r: float
+    n: int
+
+    def __call__(self, x):
+        return (self.beta * np.asarray(x, dtype=np.float64)) ** self.alpha
+
+
+def fit_power_law(x, y) -> PowerLaw:
+    """Least squares of log y = alpha log x + alpha log beta; x, y > 0 (at least 2 distinct x)."""
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if x.shape != y.shape or len(x) < 2 or np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("fit_power_law needs >= 2 points with x > 0 and y > 0")
+    lx, ly = np.log(x), np.log(y)
+    mx, my = lx.mean(), ly.mean()
+    sxx, sxy, syy = ((lx - mx) ** 2).sum(), ((lx - mx) * (ly - my)).sum(), ((ly - my) ** 2).sum()
+    if sxx == 0:
+        raise ValueError("fit_power_law: all x are equal")
+    alpha = sxy / sxx
+    intercept = my - alpha * mx
+    log_beta = intercept / alpha if alpha != 0 else float("nan")
+    beta = math.exp(log_beta) if log_beta < 700 else float("inf")   # a near-flat fit has an astronomic beta
+    r = sxy / math.sqrt(sxx * syy) if syy > 0 else float("nan")
+    return PowerLaw(float(alpha), float(beta), float(r), int(len(x)))
+
+
+def pareto_frontier(cost, value) -> np.ndarray:
+    """Indices (ascending cost) of the points no other point beats: none has cost <= and value < (or cost < and
+    value <=). This is C_min: for each compute budget the lowest loss reached by any checkpoint of any size."""
+    cost, value = np.asarray(cost, np.float64), np.asarray(value, np.float64)
+    order = np.lexsort((value, cost))          # by cost, ties by value
+    keep, best = [], math.inf
+    for i in order:
+        if value[i] < best:
+            keep.append(int(i))
+            best = value[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def fit_table(points: list[dict]) -> list[dict]:
+    """Rows (x, target, alpha, beta, r, n, paper alpha/beta/r) from sweep points.
+
+    `points`: dicts with depth, N, C, fraction, L_last, L_mean, err_last, err_mean. X = N uses each model's final
+    checkpoint (fraction 1); X = C uses the Pareto frontier of all checkpoints, separately for each target.
+    """
+    rows = []
+    final = [p for p in points if p["fraction"] == 1.0]
+    for xname in ("N", "C"):
+        for t in TARGETS:
+            sel = final if xname == "N" else [points[i] for i in pareto_frontier([p["C"] for p in points],
+                                                                                  [p[t] for p in points])]
+            xs = [p[xname] / X_UNITS[xname] for p in sel]
+            try:
+                fit = fit_power_law(xs, [p[t] for p in sel])
+                a, b, r = fit.alpha, fit.beta, fit.pearson_r
+            except ValueError:
+                a = b = r = float("nan")
+            pb, pa = PAPER_FITS[(xname, t)]
+            rows.append({"x": xname, "target": t, "alpha": a, "beta": b, "pearson_r": r, "points": len(sel),
+                         "paper_alpha": pa, "paper_beta": pb, "paper_pearson_r": PAPER_PEARSON[xname]})
+    return rows
+
+
+__all__ = ["ScalingConfig", "attention_pairs", "forward_flops", "train_flops", "PowerLaw", "fit_power_law",
+           "pareto_frontier", "fit_table", "PAPER_FITS", "PAPER_PEARSON", "X_UNITS", "TARGETS"]

@@ -1,0 +1,68 @@
+"""Stage `table3`: `results/table3.{md,csv}`, the rows of `table3.rows` (AR baseline first) beside the paper's
+Table 3 rows they mirror, with parameter count, inference cost and FID relative to the first row."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from eval.row_tables import build_table2, build_table3, table2_markdown, table3_markdown
+from pipeline.common import load_stage_params, run_stage, stage_parser
+from pipeline.params import load_params, params_to_dict
+from var.io import atomic_write_text
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def row_inputs(args, p) -> list[tuple]:
+    n = len(args.rows)
+    if not (len(args.scores) == len(args.train_metrics) == len(args.sample_metrics) == n):
+        raise ValueError(f"--rows ({n}), --scores ({len(args.scores)}), --train-metrics ({len(args.train_metrics)}) "
+                         f"and --sample-metrics ({len(args.sample_metrics)}) differ")
+    missing = [r for r in args.rows if r not in p.rows]
+    if missing:
+        raise ValueError(f"rows {missing} are not in params `rows`")
+    recipes = params_to_dict(p)["rows"]
+    return [(r, recipes[r], read_json(s), read_json(t), read_json(g))
+            for r, s, t, g in zip(args.rows, args.scores, args.train_metrics, args.sample_metrics)]
+
+
+def main(args, log) -> dict:
+    p = load_stage_params(args)
+    rows = row_inputs(args, p)
+    if args.table == "table3":
+        df = build_table3(rows)
+        md = table3_markdown(df)
+    else:
+        res = load_params(args.params, args.configfile, setting="hires").data.image_size
+        df = build_table2(rows, read_json(args.valdata) if args.valdata else None, res)
+        md = table2_markdown(df)
+    atomic_write_text(args.csv, df.to_csv(index=False))
+    atomic_write_text(args.md, md)
+    meas = df[df["source"] == "measured"]
+    key = "row" if "row" in df.columns else "model"
+    return {"rows": len(meas), **{f"FID[{getattr(r, key)}]": r.FID for r in meas.itertuples()}}
+
+
+def parser(stage: str):
+    ap = stage_parser(stage, __doc__)
+    ap.add_argument("--rows", nargs="+", required=True, help="row names, in table order")
+    ap.add_argument("--scores", nargs="+", required=True, help="inputs: score JSON per row")
+    ap.add_argument("--train-metrics", nargs="+", required=True, help="inputs: train metrics JSON per row")
+    ap.add_argument("--sample-metrics", nargs="+", required=True, help="inputs: sample cost JSON per row")
+    ap.add_argument("--md", required=True, help="output: Markdown table")
+    ap.add_argument("--csv", required=True, help="output: CSV table")
+    ap.set_defaults(table=stage)
+    return ap
+
+
+def cli(argv=None):
+    ap = parser("table3")
+    ap.add_argument("--valdata", default="", help=argparse.SUPPRESS)
+    run_stage("table3", main, ap, argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,113 @@
+"""Rows of Tables 2/3 as params (validation), the DAG's row stages, and the Table 3 builder on synthetic JSONs."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from eval.complexity import fit_exponent, generation_flops, paper_attention_cost, var_patch_nums
+from eval.row_tables import build_table3, table3_markdown
+from pipeline import dag
+from pipeline.params import ConfigError, build_params, load_raw, params_to_dict
+from pipeline.rows import row_model_config, table_rows
+from var.ar import ARConfig
+from var.config import VARConfig
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return load_raw(ROOT / "params.yaml")
+
+
+def with_rows(raw, **rows):
+    r = copy.deepcopy(raw)
+    for k, v in rows.items():
+        r["rows"][k] = v
+    return r
+
+
+def test_default_rows_validate_and_mirror_the_paper(raw):
+    p = build_params(raw)
+    assert p.table3.rows[0] == "ar-gpt2" and p.rows["ar-gpt2"].kind == "ar"
+    assert isinstance(row_model_config(p.rows["ar-gpt2"], p.tokenizer.model, 10), ARConfig)
+    cfg = row_model_config(p.rows["var-plain"], p.tokenizer.model, 10)
+    assert isinstance(cfg, VARConfig) and not cfg.adaln and not cfg.attn_l2_norm
+    assert row_model_config(p.rows["ar-gpt2"], p.tokenizer.model, 10).patch_nums == (p.tokenizer.model.patch_nums[-1],)
+    assert all(p.rows[r].setting == "hires" for r in p.table2.rows)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"kind": "gpt"}, "kind"),
+    ({"kind": "var", "adaln": False, "shared_aln": True}, "shared_aln"),
+    ({"kind": "var", "depth": 4, "width": 90}, "multiple of depth"),
+    ({"kind": "var", "topk": 5}, "rows.bad.topk"),
+    ({"kind": "var", "setting": "nope"}, "not a key of 'settings'"),
+    ({"kind": "ar", "setting": "hires"}, "AR rows"),
+    ({"kind": "var", "model_from": "nobody"}, "neither a row nor"),
+    ({"kind": "var", "depth": 4, "width": 96, "model_from": "var-d4", "adaln": False}, "recipes differ"),
+    ({"kind": "var", "paper": "row9"}, "paper"),
+])
+def test_row_validation_names_the_problem(raw, spec, match):
+    with pytest.raises(ConfigError, match=match):
+        build_params(with_rows(raw, bad=spec))
+
+
+def test_table_rows_must_exist(raw):
+    r = copy.deepcopy(raw)
+    r["table3"] = {"rows": ["ar-gpt2", "missing"]}
+    with pytest.raises(ConfigError, match="missing"):
+        build_params(r)
+
+
+def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
+    p = build_params(raw)
+    ins = dag.row_input_paths(dag.BY_NAME["train_row"], p, "ar-gpt2")
+    assert ins["tokenizer"] == "runs/tokenizer_ar/model.pt" and ins["train_tokens"] == "runs/tokens_ar/train.npz"
+    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-cfg")["model"] == "runs/rows/var-adaln/model.pt"
+    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-attnnorm")["model"] == "runs/var/var-d4/model.pt"
+    score = dag.row_input_paths(dag.BY_NAME["score_row"], p, "var-hires-s")
+    assert score["real"] == "data_hires/val.npz" and score["evalnet"] == "runs/evalnet_hires/model.pt"
+    stages = dag.dvc_row_stages(p)
+    assert "train_row_var-cfg" not in stages and "train_row_var-adaln" in stages and "table3" in stages
+    assert set(table_rows(p)) == {*p.table3.rows, *p.table2.rows}
+    assert "--scales last" in dag.command(dag.BY_NAME["tokenizer_ar"], p.table1_models)
+
+
+def synthetic(kind, fid, s, flops, n, **recipe):
+    return ({"kind": kind, "adaln": kind == "var", "attn_l2_norm": False, "top_k": 0, "cfg": 0.0, **recipe},
+            {"name": "x", "fid_evalnet": fid, "is_evalnet": 2.0, "precision_evalnet": 0.5, "recall_evalnet": 0.5},
+            {"num_params": n}, {"seconds_per_image": s, "flops_per_image": flops, "steps": 3})
+
+
+def test_table3_builder_on_synthetic_metrics():
+    rows = [("ar", *synthetic("ar", 20.0, 2.0, 100.0, 1000, paper="ar")),
+            ("var", *synthetic("var", 5.0, 0.5, 50.0, 900, paper="ar-to-var")),
+            ("var2", *synthetic("var", 4.0, 1.0, 60.0, 1200, top_k=5, cfg=1.5))]
+    df = build_table3(rows)
+    meas = df[df.source == "measured"].set_index("row")
+    assert list(meas.index) == ["ar", "var", "var2"]
+    assert meas.loc["var", "cost"] == 0.25 and meas.loc["var", "cost_flops"] == 0.5
+    assert meas.loc["var2", "dFID"] == -16.0 and meas.loc["var2", "params"] == "1.2K"
+    paper = df[df.source == "paper"].set_index("row")
+    assert paper.loc["ar", "FID"] == 18.65 and paper.loc["var", "FID"] == 5.22
+    assert paper.loc["var", "cost"] == 0.013 and "var2" not in paper.index
+    md = table3_markdown(df)
+    assert "VAR beats AR here" in md and "evalnet" in md
+    rows[1] = ("var", *synthetic("var", 30.0, 0.5, 50.0, 900))
+    assert "does NOT beat" in table3_markdown(build_table3(rows))
+
+
+def test_flops_and_complexity_exponents():
+    ar = ARConfig(depth=2, embed_dim_override=32, num_classes=2, vocab_size=16, patch_nums=(4,))
+    # AR, 16 tokens, no AdaLN: 2 * [16 * (2*24*C^2 + 2CV) + 2*4*C*sum(1..16)]
+    C = 32
+    assert generation_flops(ar) == 2 * (16 * (2 * 24 * C * C + 2 * C * 16) + 2 * 4 * C * 136)
+    ns = [8, 16, 32, 64]
+    assert abs(fit_exponent(ns, [paper_attention_cost("ar", (n,)) for n in ns]) - 6) < 0.1
+    # VAR: n^4 up to the slowly growing number of scales (log n), so the fitted slope is a little above 4
+    assert 3.9 < fit_exponent(ns, [paper_attention_cost("var", var_patch_nums(n)) for n in ns]) < 4.6
+    assert var_patch_nums(32)[-1] == 32 and var_patch_nums(16)[:4] == (1, 2, 3, 4)
