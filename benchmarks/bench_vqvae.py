@@ -40,10 +40,10 @@ def main():
     rows, checks = [], {}
     with torch.no_grad():
         f_hat = vq.quantize.idx_to_fhat(vq.img_to_idx(img))
-        for dtype in (torch.float32, torch.bfloat16):
+        for name, dtype, compile_ in (("fp32 plain", torch.float32, False), ("bf16", torch.bfloat16, False),
+                                      ("bf16 + torch.compile", torch.bfloat16, True)):
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-            eng = GenerationEngine(var, vq, dtype=dtype, decode_batch=B)
-            name = "fp32 plain" if dtype == torch.float32 else "bf16 channels-last"
+            eng = GenerationEngine(var, vq, dtype=dtype, decode_batch=B, compile=compile_)
             for what, fn in (("decode", lambda: eng.decode(f_hat)), ("encode", lambda: eng.encode(img))):
                 reset_peak()
                 t, ts = time_median(fn, runs=args.runs, warmup=2)
@@ -52,7 +52,7 @@ def main():
                              "times_s": [round(x, 4) for x in ts]})
                 print(rows[-1])
             del eng
-        eng = GenerationEngine(var, vq, dtype=torch.bfloat16, decode_batch=B)
+        eng = GenerationEngine(var, vq, dtype=torch.bfloat16, decode_batch=B, compile=True)
         idx32 = vq.img_to_idx(smooth_images(256, device, seed=1))
         idx16 = eng.encode(smooth_images(256, device, seed=1))
         agree = torch.cat([(a == b).flatten() for a, b in zip(idx32, idx16)]).float().mean().item()

@@ -3,7 +3,7 @@
 Weights. torch-fidelity's port of TF Inception 2015-12-05 (the graph the standard evaluator uses):
     file name : weights-inception-2015-12-05-6726825d.pth
     origin    : https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth
-                (`URL_INCEPTION_V3` in torch_fidelity/feature_extractor_inceptionv3.py, torch-fidelity 0.3.0)
+                (`URL_INCEPTION_V3` in torch_fidelity/feature_extractor_inceptionv3.py, torch-fidelity 0.3.0 and 0.4.0)
     sha256    : starts with 6726825d. torch-fidelity ships no full hash; the 8 hex digits in the file name are the
                 torch.hub convention (`check_hash`) for a sha256 prefix. The full digest and the exact byte size were
                 not available on the machine this was written on (no network), so the size is not verified either:
@@ -22,7 +22,7 @@ Features (all float32, computed from uint8 (B, 3, H, W) images, TF1-exact biline
     spatial (B, 2023): sFID features = TF tensor `mixed_6/conv:0` (the ReLU output of Mixed_6d.branch1x1 in
                        torch-fidelity's naming, per its weight converter's TF->PyTorch map), first 7 of 192 channels,
                        flattened in TF's NHWC order (17 * 17 * 7) so it matches `mu_s`/`sigma_s` of ADM reference
-                       batches. torch-fidelity 0.3.0 exposes no such layer, so a forward hook captures it.
+                       batches. torch-fidelity (0.3.0, 0.4.0) exposes no such layer, so a forward hook captures it.
 """
 from __future__ import annotations
 

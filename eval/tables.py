@@ -12,6 +12,8 @@ from typing import Mapping
 import pandas as pd
 
 COLUMNS = ("model", "source", "FID", "IS", "Pre", "Rec", "params", "steps", "time", "extractor")
+# "The model learns": the same architecture at its initial weights, sampled and scored alike (measured rows only).
+LEARNING_COLUMNS = ("FID_untrained", "class_acc", "class_acc_untrained")
 
 # Paper Table 1 (VAR rows and the validation-data row). Inception-v3 features, 50k samples, ImageNet 256.
 PAPER_ROWS = (
@@ -52,7 +54,8 @@ def metric(scores: Mapping, name: str, extractor: str) -> float:
 
 
 def extractor_of(scores: Mapping) -> str:
-    names = {k.split("_", 1)[1] for k in scores if k.startswith("fid_")}
+    # fid_<extractor>; derived keys such as fid_evalnet_untrained carry a further suffix and are not extractors
+    names = {k[4:] for k in scores if k.startswith("fid_") and "_" not in k[4:]}
     if len(names) != 1:
         raise ValueError(f"score JSON {scores.get('name', '')!r}: expected one fid_<extractor> key, got {names}")
     return names.pop()
@@ -65,6 +68,8 @@ def measured_row(name: str, scores: Mapping, train_metrics: Mapping | None = Non
            "Pre": metric(scores, "precision", ex), "Rec": metric(scores, "recall", ex),
            "params": human_count((train_metrics or {}).get("num_params")),
            "steps": (sample_metrics or {}).get("steps"), "extractor": ex,
+           "FID_untrained": scores.get(f"fid_{ex}_untrained"), "class_acc": scores.get("class_acc_evalnet"),
+           "class_acc_untrained": scores.get("class_acc_evalnet_untrained"),
            "_seconds_per_image": (sample_metrics or {}).get("seconds_per_image"),
            "_num_params": (train_metrics or {}).get("num_params")}
     return row
@@ -81,7 +86,7 @@ def build_table1(models: list[tuple[str, Mapping, Mapping, Mapping]], valdata_sc
     val = measured_row("validation data", valdata_scores)
     rows = [{**r, "source": "paper", "extractor": PAPER_EXTRACTOR} for r in PAPER_ROWS] + measured + [val]
     df = pd.DataFrame(rows)
-    df = df.drop(columns=[c for c in df.columns if c.startswith("_")]).reindex(columns=list(COLUMNS))
+    df = df.drop(columns=[c for c in df.columns if c.startswith("_")]).reindex(columns=list(COLUMNS + LEARNING_COLUMNS))
     df["steps"] = df["steps"].astype("Int64")   # integer column with blanks
     return df
 
@@ -94,8 +99,10 @@ def table1_markdown(df: pd.DataFrame) -> str:
     def cell(v, col):
         if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             return ""
-        if col == "FID":
+        if col in ("FID", "FID_untrained"):
             return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.2g}"
+        if col.startswith("class_acc"):
+            return f"{v:.1%}"
         if col == "IS":
             return f"{v:.1f}"
         if col in ("Pre", "Rec"):
@@ -104,7 +111,7 @@ def table1_markdown(df: pd.DataFrame) -> str:
             return str(int(v))
         return str(v)
 
-    cols = list(COLUMNS)
+    cols = list(COLUMNS + LEARNING_COLUMNS)
     lines = ["# Table 1: VAR on class-conditional generation", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
@@ -112,5 +119,8 @@ def table1_markdown(df: pd.DataFrame) -> str:
     lines += ["", "Rows with source `paper` are copied from the paper's Table 1 (ImageNet 256x256, Inception-v3, "
               "50k samples); rows with source `measured` were produced by this pipeline.", notes,
               "- `time`: generation wall-clock per image relative to the largest measured VAR (paper: relative to "
-              "VAR-d30); `steps`: autoregressive steps (= scales).", ""]
+              "VAR-d30); `steps`: autoregressive steps (= scales).",
+              "- `FID_untrained`, `class_acc_untrained`: the same model at its initial weights, sampled and scored "
+              "alike; `class_acc`: how often the evaluation network classifies a sample as its conditioning class.",
+              ""]
     return "\n".join(lines)

@@ -74,7 +74,8 @@ class ScoreConfig:
 class TokenizerAblationConfig:
     """params.yaml `tokenizer_ablation` (pipeline/tokenizer_ablation.py, issue 5): residual vs independent scales
     and L2+VQ vs the full loss, each trained from the same init for `max_steps` on tokenizer.model."""
-    variants: tuple[str, ...] = ("residual-full", "independent-full", "residual-l2vq")  # <quantizer>-<loss>
+    variants: tuple[str, ...] = ("residual-full", "independent-full", "residual-l2vq",  # <quantizer>-<loss>
+                                 "independent-l2vq")
     max_steps: int = 150
     batch_size: int = 32
     lr: float = 1e-3

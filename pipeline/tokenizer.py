@@ -37,7 +37,9 @@ def rfid_features(p, evalnet_path, device):
         ext = load_extractor("evalnet", device=device, weights_path=evalnet_path)
     else:
         return None, None
-    return SHORT_NAMES[ext.name], lambda x: extract_features(x, ext, batch_size=p.score.batch_size)["pool"].cpu().numpy()
+    def features(images_NHW3):
+        return extract_features(images_NHW3, ext, batch_size=p.score.batch_size)["pool"].cpu().numpy()
+    return SHORT_NAMES[ext.name], features
 
 
 def build_perceptual_loss(cfg, evalnet_path, device):

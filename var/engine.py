@@ -120,8 +120,9 @@ class GenerationEngine:
             self.block_fn = lambda block, x, kv, pos, m: fwd(block, x, None, None, kv, pos, m)
             self.head_fn = torch.compile(VAR.logits, dynamic=True)
             self.decoder_fn = torch.compile(self.vq_lp.fhat_to_img, dynamic=False)
+            self.encoder_fn = torch.compile(self.vq_lp.encode_features, dynamic=False)
         else:
-            self.decoder_fn = self.vq_lp.fhat_to_img
+            self.decoder_fn, self.encoder_fn = self.vq_lp.fhat_to_img, self.vq_lp.encode_features
 
     def _lp(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype)
@@ -135,7 +136,7 @@ class GenerationEngine:
     @torch.no_grad()
     def encode(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
         """Images in [-1, 1] -> token maps; encoder in low precision, nearest-code search in float32."""
-        chunks = [self.vqvae.quantize.f_to_idx(self.vq_lp.encode_features(self._lp(x)).float())
+        chunks = [self.vqvae.quantize.f_to_idx(self.encoder_fn(self._lp(x)).float())
                   for x in img_B3HW.split(self.decode_batch)]
         return [torch.cat(per_scale) for per_scale in zip(*chunks)]
 
