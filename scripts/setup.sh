@@ -8,7 +8,7 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, snakemake, dvc, yaml, rich, pandas, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, torch_fidelity, scipy, snakemake, dvc, yaml, rich, pandas, pytest, hypothesis" 2>/dev/null; then
   .venv/bin/pip install -r requirements.txt
 fi
 if [ "${EDITABLE:-0}" = 1 ] && ! .venv/bin/python -c "import importlib.metadata as m; m.version('var-pipeline')" 2>/dev/null; then

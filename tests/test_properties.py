@@ -144,6 +144,7 @@ def test_valid_values_round_trip(sample, train, seed, depth):
     name = next(iter(raw["models"]))
     raw["models"][name]["train"].update(train)
     raw["models"][name]["model"]["depth"] = depth
+    raw["models"][name]["model"]["embed_dim_override"] = 32 * depth     # heads (= depth) must divide the width
     p = build_params(raw)
     assert dataclasses.asdict(p.sample) == sample
     got = config_to_dict(p.models[name].train)
