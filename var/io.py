@@ -19,6 +19,10 @@ import numpy as np
 import torch
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class ArtifactError(RuntimeError):
     """A required file is missing, truncated, or not what it claims to be. The message names the file."""
 
@@ -35,6 +39,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; artifacts get the usual permissions
         os.replace(tmp, path)
     finally:
         if tmp.exists():
