@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .sampling import draw, filter_top_k_top_p_, resolve_labels
-from .transformer import AdaLNBeforeHead, AdaLNSelfAttn
+from .transformer import VAR, AdaLNBeforeHead, AdaLNSelfAttn
 
 
 @dataclass(frozen=True)
@@ -144,18 +144,10 @@ class AR(nn.Module):
         ref = self.pos_embed
         return [(ref.new_empty(shape), ref.new_empty(shape)) for _ in self.blocks]
 
-    def forward_cached(self, x_BlC: torch.Tensor, mods: list, kv_cache: list, pos: int) -> torch.Tensor:
-        """Blocks on the new tokens at [pos, pos + l) against the cache. Without a mask, so only valid for l = 1
-        (a single new token may see every cached one); the sampler feeds one token per step."""
-        for block, m, kv in zip(self.blocks, mods, kv_cache):
-            x_BlC = block(x_BlC, None, None, kv=kv, pos=pos, mods=m)
-        return x_BlC
-
-    def drop_labels(self, label_B: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.cfg.cond_drop_rate <= 0:
-            return label_B
-        u = torch.rand(label_B.shape, device=label_B.device, generator=generator)
-        return torch.where(u < self.cfg.cond_drop_rate, self.num_classes, label_B)
+    # The same per-token logic as VAR's (blocks against a KV cache; label dropout for CFG). Without a mask
+    # forward_cached is only valid for one new token per step, which is how the AR sampler feeds it.
+    forward_cached = VAR.forward_cached
+    drop_labels = VAR.drop_labels
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, label_B: torch.Tensor, idx_BLm1: torch.Tensor,
