@@ -34,7 +34,8 @@ class RowConfig:
     description: str = ""        # the table's description column ("+AdaLN", ...)
     paper: str = ""              # which reported row of the paper's Table 3 this mirrors (PAPER_ROWS); '' = none
     depth: int = 4
-    width: int = 0               # 0: 64 * depth (eq. 7); heads = depth, so width % depth == 0
+    width: int = 0               # 0: 64 * depth (eq. 7)
+    heads: int = 0               # 0: = depth (eq. 7); width must be a multiple of the heads
     adaln: bool = True           # per-block class AdaLN; off: plain LayerNorm, class only as the start token
     shared_aln: bool = False     # one shared AdaLN projection for all blocks (the 512 px var-d36-s model)
     attn_l2_norm: bool = True    # q/k L2 normalisation with a learnable scale; off: ordinary attention
@@ -52,9 +53,10 @@ class RowConfig:
             raise ValueError(f"kind must be one of {ROW_KINDS}, got {self.kind!r}")
         if self.paper and self.paper not in PAPER_ROWS:
             raise ValueError(f"paper must be '' or one of {PAPER_ROWS}, got {self.paper!r}")
-        if self.depth < 1 or self.width < 0 or (self.width and self.width % self.depth):
-            raise ValueError(f"depth must be >= 1 and width 0 or a multiple of depth (heads = depth), got "
-                             f"depth {self.depth}, width {self.width}")
+        heads = self.heads or self.depth
+        if self.depth < 1 or self.width < 0 or self.heads < 0 or (self.width and self.width % heads):
+            raise ValueError(f"depth must be >= 1, heads >= 0 and width 0 or a multiple of the heads (heads 0 = "
+                             f"depth), got depth {self.depth}, heads {self.heads}, width {self.width}")
         if self.shared_aln and not self.adaln:
             raise ValueError("shared_aln needs adaln")
         if self.top_k < 0 or not 0.0 <= self.top_p < 1.0 or self.cfg < 0:
@@ -80,7 +82,7 @@ def row_model_config(row: RowConfig, vq_cfg: VQVAEConfig, num_classes: int) -> V
     """The transformer config of a row; vocabulary and token maps come from the row's tokenizer config."""
     tok = row_tokenizer_config(row, vq_cfg)
     common = dict(depth=row.depth, num_classes=num_classes, vocab_size=tok.vocab_size, patch_nums=tok.patch_nums,
-                  embed_dim_override=row.width, adaln=row.adaln, shared_aln=row.shared_aln,
+                  embed_dim_override=row.width, num_heads_override=row.heads, adaln=row.adaln, shared_aln=row.shared_aln,
                   attn_l2_norm=row.attn_l2_norm, cond_drop_rate=row.cond_drop_rate)
     if row.kind == "ar":
         return ARConfig(**common)
@@ -137,7 +139,7 @@ def build_rows(raw: Mapping, seed: int, setting_params) -> dict:
     return {"settings": settings, "row_train": row_train, "rows": rows, **tables}
 
 
-MODEL_KEYS = ("kind", "depth", "width", "adaln", "shared_aln", "attn_l2_norm", "cond_drop_rate", "setting", "train")
+MODEL_KEYS = ("kind", "depth", "width", "heads", "adaln", "shared_aln", "attn_l2_norm", "cond_drop_rate", "setting", "train")
 
 
 def check_model_from(name: str, row: RowConfig, rows: Mapping[str, RowConfig], base) -> None:

@@ -2,14 +2,19 @@
 SSIM, rFID (evaluation network, or Inception when `score.extractor` is inception) and codebook usage per scale,
 as metrics JSON and a per-epoch CSV (DVC plots).
 
-Resumable like `train_var`: the trainer's state lives in --state-dir, outside the DAG's outputs.
+Resumable like `train_var`: the trainer's state lives in --state-dir, outside the DAG's outputs. Under
+`torchrun --nproc_per_node N` (the DAG launches it when the stage asks for more than one GPU) every rank trains its
+chunks of the global batch (var/tokenizer_train.py); rank 0 evaluates and writes the state and the outputs.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from pipeline.common import (copy_atomic, fingerprint, load_stage_params, prepare_state_dir, progress_bar,
-                             run_stage, select_device, split_images, stage_parser)
+                             run_stage, split_images, stage_parser)
+from var.distributed import barrier, init_from_env
 from var.io import atomic_write_json, atomic_write_text
 from var.tokenizer_train import train_tokenizer
 from var.vqvae import VQVAE
@@ -58,12 +63,15 @@ def main(args, log) -> dict:
     p = load_stage_params(args)
     if p.tokenizer.pretrained:     # issue 9: the released tokenizer, imported instead of trained (Table 1 rows)
         return import_pretrained(p, args, log)
-    device = select_device(args.device)
+    world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
     cfg = p.tokenizer.train
     extra = [x for x in (args.evalnet, cfg.init_from, *cfg.perceptual_weights) if x]
     fp = fingerprint(p, ["data", "tokenizer", "score.extractor", "score.inception_weights"],
                      [args.train, args.val, *extra])
-    state_dir = prepare_state_dir(args.state_dir, fp, log)
+    if world.is_main:                                      # rank 0 checks (and may discard) the resume state
+        prepare_state_dir(args.state_dir, fp, log)
+    barrier()
+    state_dir = Path(args.state_dir)
     train_x, _ = split_images(args.train, p.data.image_size)
     val_x, _ = split_images(args.val, p.data.image_size)
     torch.manual_seed(p.tokenizer.train.seed)              # initial weights depend on the seed only
@@ -75,7 +83,10 @@ def main(args, log) -> dict:
         metrics = train_tokenizer(vqvae, train_x, val_x, cfg, out_dir=state_dir, device=device,
                                   log=log.info, progress=lambda s, n, info: update(s, n, info),
                                   perceptual=perceptual, features=features, features_name=feat_name or "evalnet")
-    metrics = {"num_params": n_params, "perceptual": cfg.perceptual if cfg.lambda_p > 0 else "none", **metrics}
+    metrics = {"num_params": n_params, "perceptual": cfg.perceptual if cfg.lambda_p > 0 else "none",
+               "world_size": world.size, **metrics}
+    if not world.is_main:
+        return {}
     copy_atomic(state_dir / "model.pt", args.model)
     if args.history:
         atomic_write_text(args.history, history_csv(metrics["history"], f"val_rfid_{feat_name}"))

@@ -37,6 +37,31 @@ def test_shapes_seed_and_split_differ():
         assert all(not np.array_equal(x, y) for x, y in zip(base, other))
 
 
+def test_shapes_nuisance_options():
+    """colour_levels snaps fg/bg to the palette, shape_scale bounds the size, noise_res changes only the texture
+    fields (drawn last: every other draw of an image is the same)."""
+    from var.data import _shape_params, _upsample_noise
+    for i in range(40):
+        b, n = _shape_params(0, "train", i, 10), _shape_params(0, "train", i, 10, noise_res=4)
+        assert n["noise"].shape == (2, 4, 4) and all(np.array_equal(b[k], n[k]) for k in b if k != "noise")
+        p = _shape_params(0, "train", i, 10, colour_levels=2, shape_scale=(0.6, 0.7))
+        assert set(np.round(np.concatenate([p["fg"], p["bg0"]]), 6)) <= {0.1, 0.9}
+        assert np.abs(p["fg"] - p["bg0"]).sum() >= 0.9            # the contrast rule still holds
+        assert 0.6 <= p["scale"] <= 0.7
+    # bilinear upsampling at pixel centres: a linear ramp stays linear inside, edges clamp to the end values
+    ramp = np.arange(4, dtype=np.float32)[None, None, None, :].repeat(4, 2)          # (1, 1, 4, 4), x = 0..3
+    up = _upsample_noise(ramp, 16, smooth=True)[0, 0, 0]
+    assert up[0] == 0 and up[-1] == 3 and np.allclose(np.diff(up[2:14]), 0.25)
+    assert np.array_equal(_upsample_noise(ramp, 16, smooth=False)[0, 0, 0], np.repeat(np.arange(4.0), 4))
+    a, _ = make_shapes(4, 3, 32, seed=0, split="val", noise_res=4, smooth_noise=True, colour_levels=2)
+    b, _ = make_shapes(4, 3, 32, seed=0, split="val", noise_res=4, smooth_noise=True, colour_levels=2)
+    assert a.tobytes() == b.tobytes()
+    for bad, key in (({"colour_levels": 1}, "colour_levels"), ({"noise_res": 1}, "noise_res"),
+                     ({"shape_scale": [0.9, 0.5]}, "shape_scale")):
+        with pytest.raises(ConfigError, match=key):
+            build_config(DataConfig, bad, "data")
+
+
 def test_shapes_balanced_and_all_families():
     imgs, labels = make_shapes(len(SHAPE_FAMILIES), 7, 32, seed=0, split="train")
     assert np.bincount(labels).tolist() == [7] * len(SHAPE_FAMILIES)

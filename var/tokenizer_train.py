@@ -7,6 +7,10 @@ loss = lambda_rec * ||rec - img||^2 + lambda_vq * vq_loss (eq. 5, returned by `v
 Before `disc_start_step` the discriminator is neither run nor stepped, and it is built from its own seed under
 `fork_rng`, so a run with lambda_g > 0 is bitwise the same as one with lambda_g = 0 up to that step. Resumable
 like `train_var`: `out_dir/state.pt` holds tokenizer, discriminator, both optimizers, the step and all RNG states.
+
+Under `torchrun` every rank takes its chunks of the global batch (`micro_batch_size`, var/distributed.py) and the
+gradients are summed over the ranks, so a run does not depend on the GPU count (tests/test_distributed.py checks
+2 processes against 1); rank 0 evaluates and writes the state and the checkpoint, the others wait for it.
 """
 from __future__ import annotations
 
@@ -19,11 +23,13 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
 from var.config import config_to_dict
 from var.io import atomic_torch_save, load_torch
+from var.distributed import all_reduce_sum, barrier, chunk_bounds, current_world, my_chunks
 from var.train import capture_rng, epoch_order, restore_rng, seed_everything
 
 
@@ -35,6 +41,7 @@ class TokenizerTrainConfig:
     max_steps: int = 0                  # >0: train this many steps instead of `epochs`
     lr: float = 1e-4
     warmup_steps: int = 0               # linear warm-up from 0 of the generator (and discriminator) lr
+    final_lr_ratio: float = 1.0         # cosine decay after warm-up to this fraction of lr (1 = constant lr)
     betas: tuple[float, float] = (0.5, 0.9)   # VQGAN's Adam betas
     weight_decay: float = 0.0           # AdamW, decoupled; 0 = plain Adam
     grad_clip: float = 0.0              # <=0: off
@@ -58,12 +65,18 @@ class TokenizerTrainConfig:
     eval_every_epochs: int = 1
     eval_batch_size: int = 0            # 0: = batch_size
     log_every_steps: int = 50
+    micro_batch_size: int = 0           # >0: the global batch in chunks of this many images, spread over the GPUs
+                                        # and accumulated (results independent of the GPU count); 0: one per rank
 
     def __post_init__(self):
         if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
             raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
+        if self.micro_batch_size < 0:
+            raise ValueError(f"micro_batch_size must be >= 0, got {self.micro_batch_size}")
         if min(self.lambda_rec, self.lambda_vq, self.lambda_p, self.lambda_g) < 0:
             raise ValueError("loss weights must be >= 0")
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
         if self.perceptual not in ("evalnet", "lpips-vgg16"):
             raise ValueError(f"perceptual must be 'evalnet' or 'lpips-vgg16', got {self.perceptual!r}")
 
@@ -217,6 +230,29 @@ def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] =
     log(f"[train_tokenizer] initialised from {path}")
 
 
+def _all_reduce_grads(module: nn.Module, world) -> None:
+    """Sum the gradients over the ranks (a no-op on one process); one flat buffer per dtype, one collective."""
+    if not world.distributed:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    for dtype in sorted({g.dtype for g in grads}, key=str):
+        group = [g for g in grads if g.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in group])
+        dist.all_reduce(flat)
+        for g, part in zip(group, flat.split([g.numel() for g in group])):
+            g.copy_(part.view_as(g))
+
+
+def tokenizer_lr_scale(cfg: TokenizerTrainConfig, step: int, max_it: int) -> float:
+    """lr multiplier at `step` (0-based): linear warm-up from 0, then cosine from 1 to cfg.final_lr_ratio."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.final_lr_ratio == 1.0:
+        return 1.0
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, max_it - 1 - cfg.warmup_steps))
+    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.ndarray | None,
                     cfg: TokenizerTrainConfig, *, out_dir, device="cpu", log: Callable[[str], None] = print,
                     progress: Callable[[int, int, dict], None] | None = None,
@@ -230,6 +266,7 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
     if cfg.lambda_p > 0 and perceptual is None:
         raise ValueError("lambda_p > 0 needs a perceptual loss callable (perceptual=...)")
     device = torch.device(device)
+    world = current_world()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "state.pt"
@@ -272,79 +309,108 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
     last_layer = vqvae.decoder.conv_out.weight
     bf16 = cfg.autocast_bf16 and device.type == "cuda"
     hooks = keep_quantizer_fp32(vqvae) if bf16 else []
-    real_feats = features(val_images) if features is not None and val_images is not None else None
+    evaluate = val_images is not None and world.is_main     # rank 0 evaluates, the others wait at the barrier
+    real_feats = features(val_images) if features is not None and evaluate else None
     t_log = time.perf_counter()
 
     while step < max_it:
         ep, it_in_ep = divmod(step, iters_per_ep)
         sel = epoch_order(cfg.seed, ep, N, iters_per_ep, B)[it_in_ep * B:(it_in_ep + 1) * B]
         t0 = time.perf_counter()
-        img_B3HW = to_model_range(train_images_uint8_NHW3[sel], device)
-        lr_scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+        lr_scale = tokenizer_lr_scale(cfg, step, max_it)
         for o, base in ((opt, cfg.lr), (opt_d, cfg.disc_lr or cfg.lr)):
             for g in (o.param_groups if o is not None else []):
                 g["lr"] = base * lr_scale
-
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, rec_B3HW, info = generator_loss(vqvae, img_B3HW, cfg, step, perceptual=perceptual, disc=disc,
-                                                  last_layer=last_layer)
         gan_on = use_gan and step >= cfg.disc_start_step
-        if not math.isfinite(info["loss"]):
-            raise FloatingPointError(f"non-finite tokenizer loss {info['loss']} at step {step} (epoch {ep}); "
-                                     f"last good state kept in {state_path}")
+        # The global batch `sel` in fixed chunks (var/distributed.py): this rank's chunks accumulate gradients
+        # weighted by their share of the batch, then the gradients are summed over the ranks -- the update of the
+        # global-batch mean whatever the world size (exactly so for the L2/VQ/perceptual terms, which are batch
+        # means; the adaptive GAN weight and the discriminator's BatchNorm are computed per chunk).
+        bounds = chunk_bounds(len(sel), cfg.micro_batch_size, world.size)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        info_sum: dict[str, float] = {}
+        chunk_imgs, step_hits_V = [], torch.zeros_like(hits_V)
+        for c in my_chunks(bounds, world):
+            s_, e_ = bounds[c]
+            img_B3HW = to_model_range(train_images_uint8_NHW3[sel[s_:e_]], device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, rec_B3HW, info = generator_loss(vqvae, img_B3HW, cfg, step, perceptual=perceptual, disc=disc,
+                                                      last_layer=last_layer)
+            if not math.isfinite(info["loss"]):
+                raise FloatingPointError(f"non-finite tokenizer loss {info['loss']} at step {step} (epoch {ep}); "
+                                         f"last good state kept in {state_path}")
+            share = (e_ - s_) / len(sel)
+            (loss * share).backward()
+            step_hits_V += vqvae.quantize.last_hits_V     # the hits of this step's training forward, all scales
+            for k, v in info.items():
+                info_sum[k] = info_sum.get(k, 0.0) + v * share
+            chunk_imgs.append((img_B3HW, rec_B3HW.detach(), share))
+        _all_reduce_grads(vqvae, world)
+        if cfg.dead_code_restart:
+            if world.distributed:                         # every rank keeps the global counts (the state too)
+                dist.all_reduce(step_hits_V)
+            hits_V += step_hits_V
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(vqvae.parameters(), cfg.grad_clip)
         opt.step()
         if gan_on:
             disc.requires_grad_(True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                d_loss = hinge_d_loss(disc(img_B3HW).float(), disc(rec_B3HW.detach()).float())
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            d_sum = 0.0
+            for img_B3HW, rec_B3HW, share in chunk_imgs:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    d_loss = hinge_d_loss(disc(img_B3HW).float(), disc(rec_B3HW).float())
+                (d_loss * share).backward()
+                d_sum += d_loss.item() * share
+            _all_reduce_grads(disc, world)
             opt_d.step()
-            info["d_loss"] = d_loss.item()
-        if cfg.dead_code_restart:
-            with torch.no_grad():
-                f_BChw = vqvae.encode_features(img_B3HW)
-                for idx_Bl in vqvae.quantize.f_to_idx(f_BChw):
-                    hits_V += torch.bincount(idx_Bl.flatten(), minlength=hits_V.numel())
-            if (step + 1) % cfg.dead_code_every_steps == 0:
-                f_NC = f_BChw.permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
-                restarted += restart_dead_codes(vqvae.quantize.embedding.weight.data, hits_V, f_NC)
-                hits_V.zero_()
+            info_sum["d_loss"] = d_sum
+        if world.distributed:                             # the global batch's loss terms for the log
+            keys = sorted(info_sum)
+            info_sum = dict(zip(keys, all_reduce_sum([info_sum[k] for k in keys], device).tolist()))
+        info = info_sum
+        if cfg.dead_code_restart and (step + 1) % cfg.dead_code_every_steps == 0:
+            with torch.no_grad():   # fresh features of the whole global batch (every rank alike: same restart)
+                img_all = to_model_range(train_images_uint8_NHW3[sel], device)
+                f_BChw = vqvae.encode_features(img_all).float()
+            f_NC = f_BChw.permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
+            restarted += restart_dead_codes(vqvae.quantize.embedding.weight.data, hits_V, f_NC)
+            hits_V.zero_()
         step += 1
         train_time += time.perf_counter() - t0
 
-        if progress is not None:
+        if progress is not None and world.is_main:
             progress(step, max_it, info)
-        if step % cfg.log_every_steps == 0 or step == max_it:
+        if world.is_main and (step % cfg.log_every_steps == 0 or step == max_it):
             log(f"[train_tokenizer] step {step}/{max_it} ep {ep} " +
                 " ".join(f"{k} {v:.4g}" for k, v in info.items()) + f" ({time.perf_counter() - t_log:.1f}s)")
             t_log = time.perf_counter()
         epoch_end = step % iters_per_ep == 0 or step == max_it
         done_ep = (step - 1) // iters_per_ep + 1
-        if epoch_end and val_images is not None and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
+        if epoch_end and evaluate and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
             m = evaluate_tokenizer(vqvae, val_images, cfg.eval_batch_size or B, device, features, real_feats,
                                    features_name)
             m.update(epoch=done_ep, step=step)
             history.append(m)
             log(f"[train_tokenizer] eval ep {done_ep}: psnr {m['val_psnr']:.2f} ssim {m['val_ssim']:.3f} "
                 f"rfid {m.get(f'val_rfid_{features_name}', float('nan')):.3g} usage {m['val_usage_mean']:.1f}%")
-        if epoch_end or step % cfg.ckpt_every_steps == 0:
+        if (epoch_end or step % cfg.ckpt_every_steps == 0) and world.is_main:
             atomic_torch_save(state_path, {
                 "format": "tokenizer-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
                 "model": vqvae.state_dict(), "optimizer": opt.state_dict(),
                 "disc": disc.state_dict() if use_gan else {}, "disc_optimizer": opt_d.state_dict() if use_gan else {},
                 "rng": capture_rng(), "history": history, "train_time_s": train_time, "hits_V": hits_V,
                 "restarted_codes": restarted})
+        if epoch_end or step % cfg.ckpt_every_steps == 0:
+            barrier()                                     # nobody runs ahead of rank 0's evaluation and state
 
     for h in hooks:
         h.remove()
     metrics = dict(history[-1]) if history else {}
     metrics.update(step=step, train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    restarted_codes=restarted, history=history)
-    save_checkpoint(out_dir / "model.pt", vqvae, kind="vqvae", step=step,
-                    extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
+    if world.is_main:
+        save_checkpoint(out_dir / "model.pt", vqvae, kind="vqvae", step=step,
+                        extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
+    barrier()
     return metrics
