@@ -33,7 +33,8 @@ def stage_parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--configfile", action="append", default=[],
                    help="override file merged over --params (repeatable; Snakemake's --configfile is forwarded)")
-    p.add_argument("--log", default=None, help="log file of this stage (the DAG gives logs/<stage>.log)")
+    p.add_argument("--log", "--log-file", dest="log", default=None,
+                   help="log file of this stage (the DAG gives logs/<stage>.log; --log-file under torchrun)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     # issue 6: the same stage CLIs serve Table 2's resolution setting and the AR baseline's tokenizer
     p.add_argument("--setting", default="", help="a key of params `settings` merged over the params (Table 2)")

@@ -248,7 +248,10 @@ def command(st: Stage, table_models: tuple[str, ...], overrides: tuple[str, ...]
     for name, p in {**input_paths(st, table_models), **st.outputs, **st.args}.items():
         vals = list(table_models) if p == ALL_MODELS else (p if isinstance(p, list) else [p])
         parts.append(f"{flag(name)} {' '.join(vals)}")
-    parts.append(f"--log {st.log}")
+    # torchrun's parser takes any option that abbreviates one of its own (`--log` -> --log-dir, --logs-specs, ...)
+    # even after the module name, so under torchrun the log goes by its unambiguous alias
+    torchrun = launcher(st, gpus).startswith("torchrun")
+    parts.append(f"{'--log-file' if torchrun else '--log'} {st.log}")
     return " ".join(parts)
 
 

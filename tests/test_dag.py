@@ -78,3 +78,19 @@ def test_environment_yml_mirrors_requirements():
     pip = next(d["pip"] for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
                if isinstance(d, dict))
     assert [x for x in pip if x != "-e ."] == reqs
+
+
+@pytest.mark.parametrize("stage", dag.MULTI_GPU_STAGES)
+def test_torchrun_commands_reach_the_stage_intact(stage):
+    """torchrun's own parser grabs options that abbreviate its options (`--log` would be ambiguous with --log-dir)
+    even after the module: every multi-GPU stage command must leave all its arguments to the stage's parser."""
+    import shlex
+    from torch.distributed.run import get_args_parser
+    p = load_params("params.yaml")
+    cmd = dag.command(dag.BY_NAME[stage], p.table1_models, gpus=2)
+    argv = shlex.split(cmd)
+    assert argv[:4] == ["torchrun", "--standalone", "--nproc_per_node", "2"]
+    ns = get_args_parser().parse_args(argv[1:])
+    assert ns.module and ns.training_script == f"pipeline.{dag.BY_NAME[stage].cli}"
+    assert ns.training_script_args == argv[argv.index(ns.training_script) + 1:]
+    assert "--log-file" in ns.training_script_args
