@@ -177,13 +177,13 @@ def save_evalnet(path, model: EvalNet, cfg: EvalNetConfig, num_classes: int, ima
 
 
 def load_evalnet(path, map_location: str = "cpu") -> EvalNet:
-    """Rebuild from the stored config and load strictly; returns the model in eval mode.
+    """Rebuild from the stored config and load strictly; returns the model in eval mode on `map_location`.
 
     A missing file or a non-evalnet checkpoint raises ArtifactError naming the path; a weight mismatch names
     every missing, unexpected and mis-shaped key.
     """
     from var.config import build_config  # local: only loading needs the strict builder
-    ckpt = load_torch(path, map_location=map_location)
+    ckpt = load_torch(path, map_location="cpu")      # small: load on the CPU, then move the module
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "evalnet":
         raise ArtifactError(f"{path}: not an evalnet checkpoint (kind={ckpt.get('kind') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
     cfg = build_config(EvalNetConfig, ckpt["config"], "evalnet")
@@ -197,4 +197,4 @@ def load_evalnet(path, map_location: str = "cpu") -> EvalNet:
         raise ArtifactError(f"{path}: evalnet weights do not match the stored config; missing keys {missing}, "
                             f"unexpected keys {unexpected}, mis-shaped {shapes}")
     model.load_state_dict(sd, strict=True)
-    return model.eval()
+    return model.to(map_location).eval()         # the module too, not only the loaded tensors

@@ -60,6 +60,9 @@ def test_save_load_roundtrip(trained, tmp_path):
         f1, l1 = loaded.features(x)
     assert torch.equal(f0, f1) and torch.equal(l0, l1)
     assert load_torch(tmp_path / "m.pt")["metrics"]["val_accuracy"] == metrics["val_accuracy"]
+    # map_location places the module, not only the loaded tensors (scoring on CUDA failed on a CPU module)
+    meta = load_evalnet(tmp_path / "m.pt", map_location="meta")
+    assert {q.device.type for q in [*meta.parameters(), *meta.buffers()]} == {"meta"}
 
 
 def test_load_mismatch_names_key(trained, tmp_path):
