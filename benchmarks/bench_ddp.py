@@ -7,7 +7,8 @@
 For each world size it launches itself under `torch.distributed.run` (`--worker`), and each worker
 1. trains VAR-d<depth> (random init, seed 0) for --steps steps on synthetic tokens at a fixed global batch
    (chunks of --micro per GPU, bf16 autocast), timing the steps after the first --warmup ones;
-2. samples --images images (cfg 1.5, top-k 900, top-p 0.96) in blocks of --block, spread over the ranks and
+2. samples --images images from the initial weights (cfg 1.5, top-k 900, top-p 0.96) in blocks of --block,
+   spread over the ranks and
    assembled by rank 0 into one .npz (var/sharded_sampling.py), timed.
 The parent then compares the runs: per-step losses and final weights (max abs difference; bf16 autocast rounds
 differently when the chunks sit on other GPUs, so expect ~1e-3 there, ~1e-6 in fp32) and the sample files'
@@ -90,8 +91,12 @@ def worker(args) -> None:
     train_wall = time.perf_counter() - t0
     train_peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
 
-    # sampling: the trained weights (identical on every rank), blocks spread over the ranks
-    var.eval()
+    # sampling: the *initial* weights (same seed, rebuilt), blocks spread over the ranks. Not the trained ones: those
+    # differ between world sizes by float summation order (~1e-6), which would make the sample files differ for a
+    # reason that has nothing to do with the sampler.
+    del var
+    var, _ = build(args.depth, args.tiny)
+    var.to(device).eval()
     vqvae.to(device).eval()
     labels_N = np.arange(args.images, dtype=np.int64) % var.cfg.num_classes
     labels_N.sort(kind="stable")
