@@ -226,8 +226,7 @@ def input_paths(st: Stage, models: tuple[str, ...]) -> dict[str, list[str] | str
 
 
 # Stages that can spread over several GPUs of one node (params `resources`): with more than one they are launched
-# by torchrun, one process per GPU; with one, the command is the plain `python -m` one. (The tokenizer trainer is
-# single-process for now: var/tokenizer_train.py has no DDP path yet.)
+# by torchrun, one process per GPU; with one, the command is the plain `python -m` one.
 MULTI_GPU_STAGES = ("tokenizer", "train_var", "sample")
 
 

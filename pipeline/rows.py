@@ -82,8 +82,8 @@ def row_model_config(row: RowConfig, vq_cfg: VQVAEConfig, num_classes: int) -> V
     """The transformer config of a row; vocabulary and token maps come from the row's tokenizer config."""
     tok = row_tokenizer_config(row, vq_cfg)
     common = dict(depth=row.depth, num_classes=num_classes, vocab_size=tok.vocab_size, patch_nums=tok.patch_nums,
-                  embed_dim_override=row.width, num_heads_override=row.heads, adaln=row.adaln, shared_aln=row.shared_aln,
-                  attn_l2_norm=row.attn_l2_norm, cond_drop_rate=row.cond_drop_rate)
+                  embed_dim_override=row.width, num_heads_override=row.heads, adaln=row.adaln,
+                  shared_aln=row.shared_aln, attn_l2_norm=row.attn_l2_norm, cond_drop_rate=row.cond_drop_rate)
     if row.kind == "ar":
         return ARConfig(**common)
     return VARConfig(z_channels=tok.z_channels, **common)
@@ -139,7 +139,8 @@ def build_rows(raw: Mapping, seed: int, setting_params) -> dict:
     return {"settings": settings, "row_train": row_train, "rows": rows, **tables}
 
 
-MODEL_KEYS = ("kind", "depth", "width", "heads", "adaln", "shared_aln", "attn_l2_norm", "cond_drop_rate", "setting", "train")
+MODEL_KEYS = ("kind", "depth", "width", "heads", "adaln", "shared_aln", "attn_l2_norm", "cond_drop_rate", "setting",
+              "train")
 
 
 def check_model_from(name: str, row: RowConfig, rows: Mapping[str, RowConfig], base) -> None:

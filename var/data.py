@@ -154,6 +154,8 @@ SHAPE_FAMILIES = (
     ("plus", _plus, 15.0), ("star", _star, 180.0), ("diamond", _diamond, 15.0), ("hbars", _hbars, 10.0),
     ("vbars", _vbars, 10.0), ("dots", _dots, 10.0), ("crescent", _crescent, 180.0), ("xcross", _xcross, 15.0),
 )
+
+
 def _snap(rgb: np.ndarray, levels: int) -> np.ndarray:
     """Each channel to the nearest of `levels` evenly spaced values in [0.1, 0.9] (0 = unchanged)."""
     if not levels:
@@ -261,7 +263,8 @@ def make_shapes(num_classes: int, per_class: int, image_size: int, seed: int, sp
     if not 1 <= num_classes <= len(SHAPE_FAMILIES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPE_FAMILIES)}, got {num_classes}")
     n = num_classes * per_class
-    params = [_shape_params(seed, split, i, num_classes, noise_res, tuple(shape_scale), colour_levels) for i in range(n)]
+    params = [_shape_params(seed, split, i, num_classes, noise_res, tuple(shape_scale), colour_levels)
+              for i in range(n)]
     labels_N = np.arange(n, dtype=np.int64) % num_classes
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     supersample = 4 if image_size < 64 else 2

@@ -146,8 +146,8 @@ class MultiScaleQuantizer(nn.Module):
         vq_loss = f_BChw.new_zeros(())
         usage = []
         K = len(self.patch_nums)
-        # code hits of this batch summed over scales, kept for the trainer's dead-code restart (saves it a
-        # second encoder pass per step); not part of the returned value, so the forward stays a pure function
+        # code hits of this batch summed over scales, left on the module for the trainer's dead-code restart (saves
+        # it a second encoder pass per step); a side record only, the returned values do not depend on it
         self.last_hits_V = torch.zeros(self.embedding.num_embeddings, dtype=torch.long, device=f_BChw.device)
         for si, pn in enumerate(self.patch_nums):
             z_BChw = F.interpolate(f_rest, size=(pn, pn), mode="area") if si != K - 1 else f_rest

@@ -62,7 +62,7 @@ class IndependentQuantizer(MultiScaleQuantizer):
             z_BChw = self._scale_input(f_no_grad, si)
             idx_N = self.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
             hits_V = torch.bincount(idx_N, minlength=self.embedding.num_embeddings)
-            self.last_hits_V = hits_V if si == 0 else self.last_hits_V + hits_V   # as MultiScaleQuantizer
+            self.last_hits_V = hits_V if si == 0 else self.last_hits_V + hits_V   # as MultiScaleQuantizer.forward
             usage.append((hits_V > 0).float().mean().item() * 100)
             h_BChw = self.upsample_phi(self.embed_idx(idx_N.view(B, pn * pn), pn), si)
             f_hat = f_hat + h_BChw / K

@@ -231,7 +231,11 @@ def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] =
 
 
 def _all_reduce_grads(module: nn.Module, world) -> None:
-    """Sum the gradients over the ranks (a no-op on one process); one flat buffer per dtype, one collective."""
+    """Sum the gradients over the ranks (a no-op on one process); one flat buffer per dtype, one collective.
+
+    Not DDP (as train_var uses): the VQGAN adaptive weight takes `autograd.grad` of two losses w.r.t. the decoder's
+    last layer inside the step, and the dead-code restart rewrites codebook rows between steps; an explicit
+    all-reduce after the chunks keeps both simple."""
     if not world.distributed:
         return
     grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -329,7 +333,8 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
         bounds = chunk_bounds(len(sel), cfg.micro_batch_size, world.size)
         opt.zero_grad(set_to_none=True)
         info_sum: dict[str, float] = {}
-        chunk_imgs, step_hits_V = [], torch.zeros_like(hits_V)
+        chunk_imgs = []                                   # (img, rec, share) per chunk, for the discriminator step
+        step_hits_V = torch.zeros_like(hits_V)
         for c in my_chunks(bounds, world):
             s_, e_ = bounds[c]
             img_B3HW = to_model_range(train_images_uint8_NHW3[sel[s_:e_]], device)
@@ -341,10 +346,12 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
                                          f"last good state kept in {state_path}")
             share = (e_ - s_) / len(sel)
             (loss * share).backward()
-            step_hits_V += vqvae.quantize.last_hits_V     # the hits of this step's training forward, all scales
+            if cfg.dead_code_restart:
+                step_hits_V += vqvae.quantize.last_hits_V  # the hits of this step's training forward, all scales
             for k, v in info.items():
                 info_sum[k] = info_sum.get(k, 0.0) + v * share
-            chunk_imgs.append((img_B3HW, rec_B3HW.detach(), share))
+            if gan_on:
+                chunk_imgs.append((img_B3HW, rec_B3HW.detach(), share))
         _all_reduce_grads(vqvae, world)
         if cfg.dead_code_restart:
             if world.distributed:                         # every rank keeps the global counts (the state too)
