@@ -9,6 +9,10 @@ Inception statistics `mu`, `sigma`, `mu_s`, `sigma_s`). As in the standard evalu
 stored statistics and precision/recall use features of `arr_0`. The stored statistics are Inception's, so the
 evaluation network always recomputes its own from the images. Statistics computed from images are cached in
 `cache_dir` under a key made of the extractor, its weights' sha256 and the images' content sha256.
+
+Optional cross-check (`cleanfid_weights=`): the same FID computed by clean-fid in `legacy_tensorflow` mode
+(eval/cleanfid_check.py) is added as `fid_cleanfid_legacy_tf`, with its relative difference to `fid_inception` and
+a `cleanfid_crosscheck` record (clean-fid version, weights' sha256). It never replaces `fid_inception`.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import scipy
 import torch
 import torch_fidelity
 
+from eval import cleanfid_check
 from eval.features import Extractor, content_sha256, extract_features, load_extractor, open_images
 from eval.metrics import (feature_stats, frechet_distance, frechet_distance_torch, inception_score,
                           precision_recall)
@@ -59,19 +64,28 @@ def _reference_features(images: np.ndarray, extractor: Extractor, cache_dir, bat
 def score(samples, reference, *, extractor: str | Extractor, device: str | torch.device = "cpu",
           weights_path: str | Path | None = None, expected_sha256: str | None = None, cache_dir=None,
           batch_size: int = 250, k: int = 3, pr_block_size: int = 10000, is_splits: int = 10,
-          fid_backend: str = "scipy") -> dict:
+          fid_backend: str = "scipy", cleanfid_weights: str | Path | None = None,
+          cleanfid_sha256: str | None = None) -> dict:
     """Metrics of `samples` (generated) vs `reference` (real), both uint8 images (see module docstring).
 
     extractor: 'inception-v3-compat' / 'evalnet', or an already loaded `Extractor` (then device/weights are its own).
     Precision/recall use k-NN radii with k=`k` on pool features, in blocks of `pr_block_size` rows on the device.
     fid_backend: 'scipy' (scipy.linalg.sqrtm on CPU, exactly the standard evaluator's computation) or 'torch'
-    (`frechet_distance_torch` on the extractor's device: same value to ~1e-9 relative, seconds faster on a GPU)."""
+    (`frechet_distance_torch` on the extractor's device: same value to ~1e-9 relative, seconds faster on a GPU).
+    cleanfid_weights: path of clean-fid's `inception-2015-12-05.pt`; when given, the clean-fid cross-check of the
+    Inception FID runs too (checked against `cleanfid_sha256` if given; see eval/cleanfid_check.py)."""
     if fid_backend not in ("scipy", "torch"):
         raise ValueError(f"fid_backend must be 'scipy' or 'torch', got {fid_backend!r}")
     if isinstance(extractor, str):
         extractor = load_extractor(extractor, device=device, weights_path=weights_path,
                                    expected_sha256=expected_sha256)
     name = extractor.short_name
+    crosscheck = None
+    if cleanfid_weights is not None:
+        if name != "inception":
+            raise ValueError(f"the clean-fid cross-check checks the Inception FID; the extractor is {extractor.name!r}")
+        # Loaded (and its weights hashed) before any feature extraction: a missing file fails in seconds.
+        crosscheck = cleanfid_check.load_extractor(cleanfid_weights, cleanfid_sha256, device=extractor.device)
     ref = _reference_arrays(reference)
     ref_feats = _reference_features(ref["images"], extractor, cache_dir, batch_size)
     stats_source = "computed from reference images"
@@ -93,6 +107,13 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
     real_ND = torch.from_numpy(ref_feats["pool"]).to(feats["pool"].device)
     metrics[f"precision_{name}"], metrics[f"recall_{name}"] = precision_recall(
         real=real_ND, fake=feats["pool"], k=k, block_size=pr_block_size)
+    if crosscheck is not None:  # its own keys after the primary metrics; fid_inception is left as computed
+        metrics.update(cleanfid_check.report(samples, ref["images"], crosscheck, metrics["fid_inception"],
+                                             batch_size=batch_size))
+    versions = {"torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__, "numpy": np.__version__,
+                "scipy": scipy.__version__}
+    if crosscheck is not None:
+        versions["clean_fid"] = cleanfid_check.clean_fid_version()
     return {
         **metrics,
         "extractor": extractor.name,
@@ -102,8 +123,7 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
         "reference_stats": stats_source,
         "settings": {"k": k, "is_splits": is_splits, "batch_size": batch_size, "pr_block_size": pr_block_size,
                      "fid_backend": fid_backend},
-        "versions": {"torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__,
-                     "numpy": np.__version__, "scipy": scipy.__version__},
+        "versions": versions,
     }
 
 

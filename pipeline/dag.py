@@ -96,13 +96,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("score", per_model=True, inputs={"samples": "sample.samples", "real": "data.val",
                                            "evalnet": "evalnet.model", "untrained": "sample_untrained.samples"},
           outputs={"scores": "runs/var/{model}/scores.json"}, params=("data", "score"),
-          code=("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py"),
+          code=("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py",
+                "eval/cleanfid_check.py"),
           metrics=("scores",), args={"name": "{model}"}, light=True),
     # Table 1's "validation data" row: real val images scored against the real train split.
     Stage("score_valdata", module="score", inputs={"samples": "data.val", "real": "data.train",
                                                    "evalnet": "evalnet.model"},
           outputs={"scores": "runs/valdata/scores.json"}, params=("data", "score"),
-          code=("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py"),
+          code=("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py",
+                "eval/cleanfid_check.py"),
           metrics=("scores",), args={"name": "valdata"}, light=True),
     Stage("table1", inputs={"scores": "*score.scores", "train_metrics": "*train_var.metrics",
                             "sample_metrics": "*sample.metrics", "valdata": "score_valdata.scores"},
@@ -167,7 +169,8 @@ _BASE = {s.name: s for s in STAGES}
 _HIRES = ("data", "evalnet", "tokenizer", "tokens", "score_valdata")
 ALL_ROWS = "*rows"                  # arg value of a table stage: its rows, in order
 ROW_CODE = ("pipeline/rows.py", "var/ar.py")
-SCORE_CODE = ("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py")
+SCORE_CODE = ("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py",
+              "eval/cleanfid_check.py")
 STAGES = STAGES + (
     variant(_BASE["tokenizer"], "_ar", ("tokenizer",), scales="last"),
     variant(_BASE["tokens"], "_ar", ("tokenizer",), scales="last"),

@@ -62,12 +62,25 @@ class ScoreConfig:
     nearest_k: int = 3           # k of the k-NN manifolds of precision/recall (Kynkaanniemi et al. 2019)
     reference_batch: str = ""    # ADM reference batch .npz (e.g. VIRTUAL_imagenet256_labeled.npz): the real side of
                                  # the generated-sample scores instead of data.val (its stored mu/sigma give FID)
+    # Optional cross-check of the Inception FID by clean-fid, legacy_tensorflow mode (eval/cleanfid_check.py),
+    # reported as fid_cleanfid_legacy_tf next to fid_inception, never in its place.
+    cleanfid_crosscheck: bool = False
+    cleanfid_weights: str = ""   # local inception-2015-12-05.pt (clean-fid's TorchScript Inception; never downloaded)
+    cleanfid_weights_sha256: str = ""  # optional: its sha256 (or a prefix); every report records the digest used
 
     def __post_init__(self):
         if self.extractor not in ("evalnet", "inception"):
             raise ValueError(f"score.extractor must be 'evalnet' or 'inception', got {self.extractor!r}")
         if self.extractor == "inception" and not self.inception_weights:
             raise ValueError("score.extractor 'inception' needs score.inception_weights (a local file)")
+        if self.cleanfid_crosscheck and self.extractor != "inception":
+            raise ValueError("score.cleanfid_crosscheck cross-checks the Inception FID: it needs score.extractor "
+                             "'inception'")
+        if self.cleanfid_crosscheck and not self.cleanfid_weights:
+            raise ValueError("score.cleanfid_crosscheck needs score.cleanfid_weights (a local inception-2015-12-05.pt)")
+        if self.cleanfid_weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{8,64}", self.cleanfid_weights_sha256):
+            raise ValueError(f"score.cleanfid_weights_sha256 must be 8 to 64 hex digits, got "
+                             f"{self.cleanfid_weights_sha256!r}")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 The same command scores the "validation data" row of Table 1 (real val images as the samples, train as the
 reference). The feature extractor is `score.extractor`: the offline evalnet, or Inception (local weights file).
+`score.cleanfid_crosscheck: true` adds clean-fid's legacy_tensorflow FID as a separately labelled cross-check.
 With the evalnet it also reports how often the samples are classified as their conditioning class.
 """
 from __future__ import annotations
 
 from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
 from eval.evalnet import accuracy, load_evalnet
+from eval.cleanfid_check import FID_KEY as CLEANFID_KEY, REL_DIFF_KEY as CLEANFID_REL_DIFF_KEY
 from eval.features import EVALNET, INCEPTION
 from eval.score import score
 from var.io import atomic_write_json, load_npz
@@ -24,9 +26,13 @@ def main(args, log) -> dict:
         args.real = sc.reference_batch
     short = sc.extractor
 
+    # The optional clean-fid cross-check: its own keys (fid_cleanfid_legacy_tf, ..._rel_diff) beside fid_inception.
+    crosscheck = ({"cleanfid_weights": sc.cleanfid_weights, "cleanfid_sha256": sc.cleanfid_weights_sha256 or None}
+                  if sc.cleanfid_crosscheck else {})
+
     def score_file(path) -> dict:
         out = score(path, args.real, extractor=EXTRACTORS[sc.extractor], device=device, weights_path=weights,
-                    batch_size=sc.batch_size, k=sc.nearest_k)
+                    batch_size=sc.batch_size, k=sc.nearest_k, **crosscheck)
         samples = load_npz(path)
         if "images" in samples and "labels" in samples:
             # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for
@@ -46,7 +52,7 @@ def main(args, log) -> dict:
     result = {"name": args.name, "samples": args.samples, "reference": args.real, **result}
     atomic_write_json(args.scores, result)
     keys = (f"fid_{short}", f"is_{short}", f"precision_{short}", f"recall_{short}", "class_acc_evalnet",
-            f"fid_{short}_untrained", "class_acc_evalnet_untrained")
+            f"fid_{short}_untrained", "class_acc_evalnet_untrained", CLEANFID_KEY, CLEANFID_REL_DIFF_KEY)
     return {"name": args.name, **{k: result[k] for k in keys if k in result}}
 
 
