@@ -65,7 +65,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--modes", nargs="+", default=["engine", "engine+compile"],
-                    help="engine (bf16 + CUDA graphs), engine+compile (+ torch.compile), eager-bf16")
+                    help="engine (bf16 + CUDA graphs), engine+compile (+ torch.compile), "
+                         "engine+compile+cl (+ channels-last decode), eager-bf16")
     ap.add_argument("--d30-mode", default="engine+compile")
     args = ap.parse_args()
     device = torch.device("cuda")
@@ -83,7 +84,7 @@ def main():
         var, vq = build(depth, device)
         for mode in modes:
             eng = GenerationEngine(var, vq, dtype=torch.bfloat16, cuda_graphs=mode.startswith("engine"),
-                                   compile="compile" in mode)
+                                   compile="compile" in mode, channels_last=mode.endswith("+cl"))
             for B in batches:
                 labels = torch.arange(B, device=device) % 1000
                 reset_peak()

@@ -1,6 +1,7 @@
 """The fast generation path (var/engine.py) computes the plain sampler's function.
 
-On CPU: the engine's eager runner in fp32 reproduces `sample` exactly; its per-scale KV-cached teacher-forced
+On CPU: the engine's eager runner in fp32 reproduces `sample`'s tokens (images to float rounding: its bicubic
+upsampling is a matmul); its per-scale KV-cached teacher-forced
 logits equal the masked full-sequence forward; bf16 stays within bf16 rounding; chunking is deterministic. On a
 GPU (skipped on CPU): CUDA-graph replay gives the plain path's tokens.
 """
@@ -40,7 +41,31 @@ def test_fp32_engine_equals_plain_sampler():
     idx_a, img_a = sample(var, vq, 6, None, generator=g.manual_seed(3), **KW)
     idx_b, img_b = GenerationEngine(var, vq, dtype=torch.float32).generate(6, None, generator=g.manual_seed(3), **KW)
     assert all(torch.equal(a, b) for a, b in zip(idx_a, idx_b))
-    assert torch.equal(img_a, img_b)
+    assert (img_a - img_b).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("pn", [1, 2, 3, 5, 13])
+def test_bicubic_matrix_is_torch_bicubic(pn):
+    from var.quant import bicubic_matrix
+    torch.manual_seed(pn)
+    h = torch.randn(3, 4, pn, pn, dtype=torch.float64)
+    A = bicubic_matrix(pn, 16, dtype=torch.float64)
+    ref = torch.nn.functional.interpolate(h, size=(16, 16), mode="bicubic")
+    assert (A @ h @ A.T - ref).abs().max().item() < 1e-12
+    if pn > 1:    # not the identity / a constant: the matrix really interpolates
+        assert (A @ h @ A.T - torch.nn.functional.interpolate(h, size=(16, 16), mode="bilinear")).abs().max() > 1e-3
+
+
+def test_matmul_upsampling_encodes_the_same_tokens():
+    _, vq = tiny_models()
+    img = torch.rand(8, 3, 8, 8) * 2 - 1
+    ref_idx, ref_fhat = vq.quantize.f_to_idx(vq.encode_features(img), return_fhat=True)
+    eng = GenerationEngine(tiny_models()[0], vq, dtype=torch.float32)
+    assert eng.quant.upsample_matmul and not vq.quantize.upsample_matmul    # the caller's module is untouched
+    idx, fhat = eng.quant.f_to_idx(vq.encode_features(img), return_fhat=True)
+    assert all(torch.equal(a, b) for a, b in zip(ref_idx, idx))
+    assert (fhat[-1] - ref_fhat[-1]).abs().max().item() < 1e-5
+    assert all(torch.equal(a, b) for a, b in zip(ref_idx, eng.encode(img)))
 
 
 def test_teacher_forced_kv_cache_logits_equal_masked_forward():

@@ -175,3 +175,51 @@ def test_loss_param_groups_order_config():
         build_config(TrainConfig, {"lr": 1.0}, "train")
     with pytest.raises(ConfigError):
         build_config(TrainConfig, {"nan_policy": "ignore"}, "train")
+
+
+def test_compiled_training_computes_the_eager_function(tmp_path):
+    """TrainConfig.compile (torch.compile of forward + loss, with a recompute budget) is a speed switch: the
+    compiled loss and gradients equal eager ones to fp32 rounding over several training-mode calls (drop-path and
+    label dropout draw the same masks), a compiled train_var runs, and an eager run's state resumes under it.
+    (Whole runs are not compared: AdamW turns rounding-level differences of near-zero gradients into lr-sized
+    steps, so two runs drift apart whatever the implementation.)"""
+    from var.train import as_token_data, compiled_forward_loss, forward_loss, var_inputs
+    torch.set_num_threads(2)
+    var, vq, tr, va = make()
+    var.train()
+    for b in var.blocks:     # AdaLN gammas far from their ~0 init, so that drop-path changes the loss
+        b.ada_lin[-1].weight.data.normal_(0, 0.2)
+    var.head.weight.data.normal_(0, 0.5)
+    idx_BL = torch.from_numpy(tr["idx_NL"][:6].astype(np.int64))
+    label_B = torch.from_numpy(tr["labels_N"][:6])
+    x_BLCv = var_inputs(vq, idx_BL, PNS)
+    fast = compiled_forward_loss(0.5)
+    runs = []
+    for fn in (forward_loss, fast):
+        torch.manual_seed(0)
+        gen = torch.Generator().manual_seed(1)
+        out = []
+        for _ in range(3):
+            var.zero_grad(set_to_none=True)
+            loss = fn(var, label_B, x_BLCv, idx_BL, gen, 0.1, False)
+            loss.backward()
+            out.append((loss.item(), [p.grad.clone() for p in var.parameters()]))
+        runs.append(out)
+    for (l_e, g_e), (l_c, g_c) in zip(*runs):
+        assert abs(l_e - l_c) < 1e-6 * l_e
+        scale = max(g.abs().max().item() for g in g_e)
+        assert max((a - b).abs().max().item() for a, b in zip(g_e, g_c)) < 1e-5 * scale
+    assert len({round(l, 4) for l, _ in runs[0]}) == 3     # the dropout masks differ between calls
+    # the whole loop under compile, and an eager run's finished state accepted by the compiled config
+    var_e, vq, tr, va = make()
+    m_e = train_var(var_e, vq, tr, va, build_config(TrainConfig, CFG, "train"), out_dir=tmp_path / "e",
+                    log=lambda s: None)
+    cfg_c = build_config(TrainConfig, dict(CFG, compile=True, activation_memory_budget=0.5), "train")
+    var_c, _, _, _ = make()
+    m_c = train_var(var_c, vq, tr, va, cfg_c, out_dir=tmp_path / "c", log=lambda s: None)
+    before = evaluate(make()[0], vq, as_token_data(va, PNS, "v"), 8, torch.device("cpu"))
+    assert m_c["step"] == 18 and m_c["val_loss"] < before["val_loss"]
+    m_r = train_var(var_e, vq, tr, va, cfg_c, out_dir=tmp_path / "e", log=lambda s: None)
+    assert m_r["step"] == 18 and m_r["val_loss"] == m_e["val_loss"]
+    with pytest.raises(ConfigError, match="activation_memory_budget"):
+        build_config(TrainConfig, dict(CFG, activation_memory_budget=0.0), "train")

@@ -6,6 +6,7 @@ Levers (issue "Fast on one GPU"), each lossless:
   * AdaLN modulation computed once per image, a preallocated static KV cache (var.transformer);
   * one CUDA graph per scale step (the transformer blocks and the head), captured once per batch size;
   * channels-last low-precision VQVAE decode/encode in chunks;
+  * the quantiser's bicubic upsampling as two small matmuls (var.quant.bicubic_matrix);
   * batches larger than fit in memory run in chunks, so any batch size runs.
 Sampling itself (CFG, top-k/top-p, the draw) runs eagerly with the caller's generator, exactly as var.sampling.
 """
@@ -89,19 +90,29 @@ class GenerationEngine:
 
     def __init__(self, var: VAR, vqvae: VQVAE, *, dtype: torch.dtype = torch.bfloat16,
                  cuda_graphs: bool | None = None, max_batch: int | None = None, decode_batch: int = 64,
-                 kv_budget: float = 0.3, compile: bool = False):
+                 kv_budget: float = 0.3, compile: bool = False, channels_last: bool = False,
+                 encode_dtype: torch.dtype | None = None):
         device = var.pos_1LC.device
         self.device, self.dtype = device, dtype
         self.var = var if var.pos_1LC.dtype == dtype else copy.deepcopy(var).to(dtype)
         self.var.eval()
         self.vqvae = vqvae.eval()                                  # quantiser and f_hat stay float32
+        self.quant = copy.deepcopy(vqvae.quantize).eval()
+        self.quant.upsample_matmul = True
         self.vq_lp = vqvae if dtype == torch.float32 else copy.deepcopy(vqvae).to(dtype)
-        # Measured on an H100 (benchmarks/profile_generate.py): bf16 decode runs faster in NCHW than in
-        # channels-last, whose GroupNorm/SiLU fall back to slow strided kernels.
-        self.channels_last = False
+        # Measured on an H100 (benchmarks/profile_generate.py): eager bf16 decode runs faster in NCHW than in
+        # channels-last, whose GroupNorm/SiLU fall back to slow strided kernels; under torch.compile see
+        # benchmarks/bench_vqvae.py.
+        self.channels_last = channels_last
         if self.channels_last:
             self.vq_lp = self.vq_lp.to(memory_format=torch.channels_last)
         self.vq_lp.eval()
+        # The encoder may run in another precision than the decoder: token agreement with fp32 depends on the
+        # mantissa (fp16: 10 bits, bf16: 7), the decoder's output does not need it.
+        self.encode_dtype = encode_dtype or dtype
+        self.vq_enc = self.vq_lp if self.encode_dtype == dtype else \
+            copy.deepcopy(vqvae).to(self.encode_dtype, memory_format=torch.channels_last if channels_last
+                                    else torch.contiguous_format).eval()
         self.cuda_graphs = (device.type == "cuda") if cuda_graphs is None else cuda_graphs
         self.decode_batch = decode_batch
         if max_batch is None:
@@ -120,12 +131,12 @@ class GenerationEngine:
             self.block_fn = lambda block, x, kv, pos, m: fwd(block, x, None, None, kv, pos, m)
             self.head_fn = torch.compile(VAR.logits, dynamic=True)
             self.decoder_fn = torch.compile(self.vq_lp.fhat_to_img, dynamic=False)
-            self.encoder_fn = torch.compile(self.vq_lp.encode_features, dynamic=False)
+            self.encoder_fn = torch.compile(self.vq_enc.encode_features, dynamic=False)
         else:
-            self.decoder_fn, self.encoder_fn = self.vq_lp.fhat_to_img, self.vq_lp.encode_features
+            self.decoder_fn, self.encoder_fn = self.vq_lp.fhat_to_img, self.vq_enc.encode_features
 
-    def _lp(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype)
+    def _lp(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        x = x.to(dtype or self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.no_grad()
@@ -136,7 +147,7 @@ class GenerationEngine:
     @torch.no_grad()
     def encode(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
         """Images in [-1, 1] -> token maps; encoder in low precision, nearest-code search in float32."""
-        chunks = [self.vqvae.quantize.f_to_idx(self.encoder_fn(self._lp(x)).float())
+        chunks = [self.quant.f_to_idx(self.encoder_fn(self._lp(x, self.encode_dtype)).float())
                   for x in img_B3HW.split(self.decode_batch)]
         return [torch.cat(per_scale) for per_scale in zip(*chunks)]
 
@@ -187,7 +198,7 @@ class GenerationEngine:
             labels = label_B if isinstance(label_B, int) else label_B[start:start + b]
             idx, img = sample(self.var, self.vqvae, b, labels, cfg=cfg, top_k=top_k, top_p=top_p,
                               more_smooth=more_smooth, generator=generator, runner=self._runner(b),
-                              decode=self.decode)
+                              decode=self.decode, quantizer=self.quant)
             idx_chunks.append(idx)
             img_chunks.append(img)
         return [torch.cat(s) for s in zip(*idx_chunks)], torch.cat(img_chunks)

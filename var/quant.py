@@ -37,10 +37,27 @@ class PhiBank(nn.Module):
         return self.qresi_ls[self.index_per_scale[si]](h_BChw)
 
 
+def bicubic_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The (n_out, n_in) matrix of 1-D bicubic upsampling, read off F.interpolate applied to the unit vectors.
+
+    PyTorch's 2-D bicubic (align_corners=False, a = -0.75, clamped borders) is separable, so
+    F.interpolate(h, (n_out, n_out), mode="bicubic") == A @ h @ A.T up to float rounding of the summation
+    order. As two small matmuls this is far faster on a GPU than the bicubic kernel, which loops over
+    batch x channels inside each thread (measured: 6.5 ms per call at batch 256 on an H100).
+    """
+    eye = torch.eye(n_in, device=device, dtype=torch.float64).view(n_in, 1, n_in, 1)
+    cols = F.interpolate(eye, size=(n_out, 1), mode="bicubic")        # (n_in, 1, n_out, 1): column j = A[:, j]
+    return cols.view(n_in, n_out).T.contiguous().to(dtype)
+
+
 class MultiScaleQuantizer(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         self.cfg = cfg
+        # Fast paths (var/engine.py) set this: bicubic upsampling as two matmuls (bicubic_matrix), the same
+        # function to float rounding. Off by default, so the plain path is the reference's kernel call.
+        self.upsample_matmul = False
+        self._bicubic = {}
         self.patch_nums = tuple(cfg.patch_nums)
         self.Cvae = cfg.z_channels
         # Kept for checkpoint compatibility with the released tokenizer (an EMA hit counter; unused here).
@@ -64,7 +81,15 @@ class MultiScaleQuantizer(nn.Module):
         """Bicubic upsampling to pn_K (skipped at the last scale), then the scale's phi."""
         H = self.patch_nums[-1]
         if si != len(self.patch_nums) - 1:
-            h_BChw = F.interpolate(h_BChw, size=(H, H), mode="bicubic")
+            if self.upsample_matmul:
+                pn = h_BChw.shape[-1]
+                key = (pn, h_BChw.device, h_BChw.dtype)
+                if key not in self._bicubic:
+                    self._bicubic[key] = bicubic_matrix(pn, H, h_BChw.device, h_BChw.dtype)
+                A_Hp = self._bicubic[key]
+                h_BChw = A_Hp @ h_BChw @ A_Hp.T
+            else:
+                h_BChw = F.interpolate(h_BChw, size=(H, H), mode="bicubic")
         return self.quant_resi(h_BChw, si)
 
     def embed_idx(self, idx_Bl: torch.Tensor, pn: int) -> torch.Tensor:

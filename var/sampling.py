@@ -76,7 +76,7 @@ class EagerRunner:
 def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = None, cfg: float = 1.5,
            top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
            generator: torch.Generator | None = None, return_details: bool = False, runner=None, decode=None,
-           teacher_force=None):
+           teacher_force=None, quantizer=None):
     """Generate B images. Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]).
 
     With return_details, a third value holds the labels used, the CFG logits of every scale (before
@@ -86,6 +86,7 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
     `teacher_force` (zero-shot editing, var/editing.py): a pair (ref_idx_Bl list, keep_Bl list of bool (B, pn*pn))
     over scales; where keep is True the drawn token is replaced by the reference token (the draw still happens,
     so the RNG stream is unchanged). None (default) leaves the sampler exactly as above.
+    `quantizer` (default vqvae.quantize): the engine passes a copy that upsamples by matmul (same function).
     """
     device = var.pos_start.device
     if seed is not None:
@@ -100,7 +101,7 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
     first_l = var.first_l
     x_BlC = (cond_BD.unsqueeze(1).expand(2 * B, first_l, -1) + var.pos_start.expand(2 * B, first_l, -1)
              + lvl_pos_1LC[:, :first_l])
-    quant = vqvae.quantize
+    quant = quantizer or vqvae.quantize
     pn_K = var.patch_nums[-1]
     f_hat = quant.embedding.weight.new_zeros(B, quant.Cvae, pn_K, pn_K)
     K = len(var.patch_nums)

@@ -75,6 +75,11 @@ class TrainConfig:
                                         # results do not depend on the GPU count); 0: batch_size / GPUs per GPU
     shard_optimizer: bool = False       # ZeRO-1 under torchrun: AdamW states sharded over the GPUs (d30 / d36)
     init_adaln_gamma: float = -1.0      # <0: the model's default (1e-5); reference recipes set it (`alng`)
+    # Speed only (the same function; a run may resume with other values): torch.compile the forward + loss
+    # (Inductor fuses the AdaLN / q-k norm / GELU chains and the cross entropy), and let its partitioner
+    # recompute cheap activations in the backward to keep at most this fraction of them (1.0: its default).
+    compile: bool = False
+    activation_memory_budget: float = 1.0
 
     def __post_init__(self):
         if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
@@ -87,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not 0 < self.activation_memory_budget <= 1:
+            raise ValueError(f"activation_memory_budget must be in (0, 1], got {self.activation_memory_budget}")
 
     @property
     def peak_lr(self) -> float:
@@ -197,6 +204,37 @@ def mean_token_loss(loss_BL: torch.Tensor) -> torch.Tensor:
     return loss_BL.mul(1.0 / L).sum(dim=-1).mean()
 
 
+def forward_loss(net, label_B: torch.Tensor, x_BLCv: torch.Tensor, idx_BL: torch.Tensor, label_gen,
+                 label_smoothing: float, use_bf16: bool) -> torch.Tensor:
+    """Mean token loss of a (chunk of a) batch; label_gen None: a model without a label-dropout generator.
+    This whole function is what TrainConfig.compile hands to torch.compile."""
+    with torch.autocast(x_BLCv.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        logits_BLV = net(label_B, x_BLCv) if label_gen is None else net(label_B, x_BLCv, generator=label_gen)
+    return mean_token_loss(token_ce_BL(logits_BLV, idx_BL, label_smoothing))
+
+
+def compiled_forward_loss(activation_memory_budget: float = 1.0):
+    """forward_loss through torch.compile; the settings apply while it compiles (the partition into saved and
+    recomputed activations is decided at the first forward). fallback_random: drop-path and label dropout draw
+    from the same RNG streams as eager (Inductor's own philox kernels would draw other masks), so a compiled run
+    is the eager run to float rounding."""
+    compiled = torch.compile(forward_loss)
+
+    def loss_fn(*args):
+        with torch._functorch.config.patch(activation_memory_budget=activation_memory_budget), \
+                torch._inductor.config.patch(fallback_random=True):
+            return compiled(*args)
+    return loss_fn
+
+
+SPEED_ONLY_KEYS = ("compile", "activation_memory_budget")
+
+
+def _run_keys(cfg_dict: dict) -> dict:
+    """The train config without the speed-only keys: what must match for a run to resume."""
+    return {k: v for k, v in cfg_dict.items() if k not in SPEED_ONLY_KEYS}
+
+
 def param_groups(model: torch.nn.Module) -> list[dict]:
     """Two AdamW groups. No decay for: every parameter with ndim <= 1 (biases, norm gains, 1-D embeddings),
     names ending in 'bias', and names containing a NO_DECAY_KEYS entry (positional/level embeddings, scale_mul);
@@ -299,7 +337,7 @@ def _grad_norm(model, grad_clip: float) -> torch.Tensor:
 
 
 def _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg: TrainConfig, step: int, world, pns, label_gen,
-                      takes_gen: bool, use_bf16: bool, device) -> torch.Tensor:
+                      takes_gen: bool, use_bf16: bool, device, loss_fn=forward_loss) -> torch.Tensor:
     """Backward of one global batch cut into chunks (var/distributed.py): this rank's chunks accumulate, the last
     one all-reduces (DDP). Each chunk seeds label dropout and drop-path from (seed, step, chunk) and weighs its mean
     loss by its share of the global batch, so the update equals the single-process one at any world size.
@@ -316,10 +354,8 @@ def _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg: TrainConfig, step
         x_BLCv = model_inputs(model, vqvae, idx_BL[s:e], pns)
         last = j == len(mine) - 1
         with contextlib.nullcontext() if (last or net is model) else net.no_sync():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits_BLV = (net(label_B[s:e], x_BLCv, generator=label_gen) if takes_gen
-                              else net(label_B[s:e], x_BLCv))
-            loss_c = mean_token_loss(token_ce_BL(logits_BLV, idx_BL[s:e], cfg.label_smoothing))
+            loss_c = loss_fn(net, label_B[s:e], x_BLCv, idx_BL[s:e], label_gen if takes_gen else None,
+                             cfg.label_smoothing, use_bf16)
             (loss_c * ((e - s) * world.size / B)).backward()
         loss_sum += loss_c.item() * (e - s)
     return torch.tensor(all_reduce_sum([loss_sum], device)[0] / B, dtype=torch.float64)
@@ -365,8 +401,9 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     label_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     if state_path.is_file():
         st = load_torch(state_path, map_location=device)
-        if st.get("cfg") != config_to_dict(cfg):
-            diff = sorted(k for k in config_to_dict(cfg) if st.get("cfg", {}).get(k) != config_to_dict(cfg)[k])
+        if _run_keys(st.get("cfg", {})) != _run_keys(config_to_dict(cfg)):
+            diff = sorted(k for k in _run_keys(config_to_dict(cfg))
+                          if st.get("cfg", {}).get(k) != config_to_dict(cfg)[k])
             raise ValueError(f"{state_path} was written with a different train config (keys {diff}); "
                              f"move it away to start a new run")
         model.load_state_dict(st["model"])
@@ -379,6 +416,7 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     else:
         seed_everything(cfg.seed)
     use_bf16 = cfg.precision == "bf16" and device.type == "cuda"
+    loss_fn = compiled_forward_loss(cfg.activation_memory_budget) if cfg.compile else forward_loss
     consecutive_skips, t_log, steps_since_log = 0, time.perf_counter(), 0
 
     order_ep, order = -1, None
@@ -398,9 +436,8 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
 
         if single:
             x_BLCv = model_inputs(model, vqvae, idx_BL, pns)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits_BLV = model(label_B, x_BLCv, generator=label_gen) if takes_gen else model(label_B, x_BLCv)
-            loss = mean_token_loss(token_ce_BL(logits_BLV, idx_BL, cfg.label_smoothing))
+            loss = loss_fn(model, label_B, x_BLCv, idx_BL, label_gen if takes_gen else None, cfg.label_smoothing,
+                           use_bf16)
             opt.zero_grad(set_to_none=True)
             finite = bool(torch.isfinite(loss))
             if finite:
@@ -410,7 +447,7 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         else:   # DDP and/or gradient accumulation: every rank backpropagates its chunks, even a non-finite loss
             opt.zero_grad(set_to_none=True)
             loss = _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg, step, world, pns, label_gen,
-                                     takes_gen, use_bf16, device)
+                                     takes_gen, use_bf16, device, loss_fn)
             gnorm = _grad_norm(model, cfg.grad_clip)     # of the all-reduced gradients: equal on every rank
             finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
         if not finite:

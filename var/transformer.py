@@ -15,20 +15,50 @@ import torch.nn.functional as F
 
 from .config import VARConfig
 
+_FLEX = None
+
+
+def flex_attention(q, k, v, block_mask, scale):
+    """FlexAttention (torch >= 2.5) compiled once per process: the fused kernel skips the fully masked blocks of
+    the block-causal mask instead of adding -inf to them. Eager flex_attention is a slow reference, so on CPU it
+    is compiled too (Inductor's CPU template)."""
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention as fa
+        _FLEX = torch.compile(fa, dynamic=False)
+    return _FLEX(q, k, v, block_mask=block_mask, scale=scale)
+
+
+@torch.compiler.disable
+def drop_path_masks(B: int, probs: list[float], device) -> list[torch.Tensor | None]:
+    """Per-sample stochastic-depth multipliers (B, 1, 1) (0 or 1/keep, float32), one per entry of `probs`, drawn
+    from the global RNG in order. Drawn eagerly, outside any torch.compile graph: a random op inside a graph may
+    be recomputed in the backward under an activation-memory budget, and a second draw would give other masks
+    (measured: wrong gradients)."""
+    out = []
+    for p in probs:
+        if p == 0.0:
+            out.append(None)
+            continue
+        keep = 1 - p
+        out.append(torch.empty((B, 1, 1), device=device).bernoulli_(keep).div_(keep))
+    return out
+
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (training only)."""
+    """Stochastic depth per sample (training only). `mask`: this call's multiplier from drop_path_masks (VAR
+    draws all of a forward's masks up front, block by block, in the order the calls would draw them)."""
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x, mask: torch.Tensor | None = None):
         if self.p == 0.0 or not self.training:
             return x
-        keep = 1 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        if mask is None:
+            mask = drop_path_masks(x.shape[0], [self.p], x.device)[0]
+        return x * mask.to(x.dtype).view((x.shape[0],) + (1,) * (x.ndim - 1))
 
 
 class FFN(nn.Module):
@@ -86,9 +116,14 @@ class SelfAttention(nn.Module):
             k_buf[:, :, pos:pos + L] = k
             v_buf[:, :, pos:pos + L] = v
             k, v = k_buf[:, :, :pos + L], v_buf[:, :, :pos + L]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if attn_bias is None else attn_bias.to(q.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        if attn_bias is not None and not isinstance(attn_bias, torch.Tensor):   # a flex BlockMask
+            if self.training and self.attn_drop > 0:
+                raise ValueError("attention 'flex' has no attention dropout; use attention 'sdpa'")
+            out = flex_attention(q, k, v, attn_bias, self.scale)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if attn_bias is None else attn_bias.to(q.dtype),
+                dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, C)))
 
 
@@ -122,16 +157,17 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD_or_gss).unbind(2)
         return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
 
-    def forward(self, x_BLC, cond_BD_or_gss, attn_bias, kv=None, pos: int = 0, mods=None):
+    def forward(self, x_BLC, cond_BD_or_gss, attn_bias, kv=None, pos: int = 0, mods=None, dp_masks=(None, None)):
         """mods: this block's modulation precomputed by `modulation` (it depends only on the class, so the
-        sampler computes it once per image instead of once per scale)."""
+        sampler computes it once per image instead of once per scale). dp_masks: the two drop-path masks."""
+        m1, m2 = dp_masks
         if not self.adaln:
-            x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), attn_bias, kv, pos))
-            return x_BLC + self.drop_path(self.ffn(self.ln2(x_BLC)))
+            x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), attn_bias, kv, pos), m1)
+            return x_BLC + self.drop_path(self.ffn(self.ln2(x_BLC)), m2)
         g1, g2, s1, s2, b1, b2 = mods if mods is not None else self.modulation(cond_BD_or_gss)
         x_BLC = x_BLC + self.drop_path(self.attn(self.ln_wo_grad(x_BLC).mul(s1.add(1)).add_(b1), attn_bias,
-                                                 kv, pos).mul_(g1))
-        return x_BLC + self.drop_path(self.ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2))
+                                                 kv, pos).mul_(g1), m1)
+        return x_BLC + self.drop_path(self.ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2), m2)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -177,6 +213,8 @@ class VAR(nn.Module):
         self.blocks = nn.ModuleList([AdaLNSelfAttn(cfg, i, dpr[i]) for i in range(cfg.depth)])
         self.head_nm = AdaLNBeforeHead(C, D, cfg.norm_eps, cfg.adaln)
         self.head = nn.Linear(C, V)
+        self.attention = "sdpa"     # or "flex": how forward() applies the block-causal mask (same function)
+        self._block_mask = None
         self.init_weights()
 
     # ------------------------------------------------------------------------------------------ init
@@ -247,6 +285,19 @@ class VAR(nn.Module):
             x_BlC = block(x_BlC, None, None, kv=kv, pos=pos, mods=m)
         return x_BlC
 
+    def block_mask(self):
+        """The block-causal mask as a FlexAttention BlockMask (built once per device)."""
+        dev = self.lvl_1L.device
+        if self._block_mask is None or self._block_mask.kv_indices.device != dev:
+            from torch.nn.attention.flex_attention import create_block_mask
+            lvl_L = self.lvl_1L[0]
+
+            def block_causal(b, h, q_idx, kv_idx):
+                return lvl_L[q_idx] >= lvl_L[kv_idx]
+
+            self._block_mask = create_block_mask(block_causal, None, None, self.L, self.L, device=dev)
+        return self._block_mask
+
     def drop_labels(self, label_B: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Label dropout for classifier-free guidance: each label becomes the null class with prob cond_drop_rate."""
         if self.cfg.cond_drop_rate <= 0:
@@ -268,8 +319,11 @@ class VAR(nn.Module):
         sos = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
         x_BLC = torch.cat((sos, self.word_embed(x_BLCv.to(self.word_embed.weight.dtype))), dim=1)
         x_BLC = x_BLC + (self.lvl_embed(self.lvl_1L.expand(B, -1)) + self.pos_1LC)
-        attn_bias = self.attn_bias_for_masking
+        attn_bias = self.block_mask() if self.attention == "flex" else self.attn_bias_for_masking
         cond = self.block_cond(cond_BD)
-        for block in self.blocks:
-            x_BLC = block(x_BLC, cond, attn_bias)
+        dp = [None] * (2 * len(self.blocks))
+        if self.training:
+            dp = drop_path_masks(B, [b.drop_path.p for b in self.blocks for _ in range(2)], x_BLC.device)
+        for i, block in enumerate(self.blocks):
+            x_BLC = block(x_BLC, cond, attn_bias, dp_masks=(dp[2 * i], dp[2 * i + 1]))
         return self.logits(x_BLC, cond_BD)
