@@ -226,3 +226,12 @@ def test_tokenizer_ddp_two_processes_match_one(tmp):
         ra, rb = a(x.float())[0], b(x.float())[0]
         assert torch.allclose(ra, rb, rtol=0, atol=1e-4), (ra - rb).abs().max()
     assert torch.allclose(a.quantize.embedding.weight, b.quantize.embedding.weight, rtol=0, atol=1e-4)
+
+
+def test_compiled_ddp_training_matches_eager_single_process(tmp):
+    """train.compile under DDP (the compiled forward + loss called on the DDP module, chunked global batch) trains
+    the same run as one eager process."""
+    cfg = {**BASE, "micro_batch_size": 4}
+    one = run_train(tmp, "w1", 1, cfg)
+    two = run_train(tmp, "w2c", 2, {**cfg, "compile": True})
+    assert_close_runs(one, two)
