@@ -95,6 +95,51 @@ def test_transformer_forward_and_loss(ref):
         assert abs(ce_ls.item() - out["ce_loss_mean_ls0.1"].item()) <= 1e-5 * abs(out["ce_loss_mean_ls0.1"].item())
 
 
+def _perturbed_gumbel_smooth(mode: str):
+    """var.sampling.gumbel_smooth under a different rounding: the softmax in float64 ('fp64'), or the logits scaled
+    by (1 + 1e-7 n) with fixed noise n ('ulp', about one float32 ulp). The Gumbel noise is drawn exactly as there
+    (float32, same generator), so the RNG stream and every token are unchanged."""
+    def smooth(logits_BlV, ratio, generator):
+        tau = max(0.27 * (1 - 0.95 * ratio), 0.005)
+        gumbels = -torch.empty_like(logits_BlV).exponential_(1, generator=generator).log()
+        if mode == "fp64":
+            return ((logits_BlV.double().mul(1 + ratio) + gumbels.double()) / tau).softmax(dim=-1).float()
+        noise = torch.randn(logits_BlV.shape, generator=torch.Generator().manual_seed(5))
+        finite = torch.isfinite(logits_BlV)
+        logits = torch.where(finite, logits_BlV * (1 + 1e-7 * noise), logits_BlV)
+        return ((logits.mul(1 + ratio) + gumbels) / tau).softmax(dim=-1)
+    return smooth
+
+
+def check_soft_fhat(fhat, expected, var, vq, kw):
+    """Final f_hat of a more_smooth run, per image.
+
+    The soft token softmax((logits + G) / tau), tau down to 0.0135, chains through the scales, so for some images
+    f_hat is chaotic in float rounding (on fixture A, logits perturbed by one float32 ulp move image 1 by 2e-3 and
+    image 0 by 7e-6), and which value a float32 run lands on depends on the CPU's kernels. Each image's rounding
+    sensitivity E_b is the largest change of f_hat under two rounding-level perturbations of the soft token (see
+    _perturbed_gumbel_smooth). Each image must match the fixture within max(TOL_FHAT, 4 E_b) (two float32 runs each
+    sit about E_b from the exact value), and at least one image must be well conditioned (E_b < 10 TOL_FHAT; on
+    fixture A image 0: E_b 1.7e-5, error 5e-6), so the formula itself is checked tightly."""
+    import var.sampling as S
+    orig = S.gumbel_smooth
+    sens_B = torch.zeros(fhat.shape[0])
+    try:
+        for mode in ("fp64", "ulp"):
+            S.gumbel_smooth = _perturbed_gumbel_smooth(mode)
+            _, _, det_p = sample(var, vq, kw["B"], kw["label_B"], seed=kw["g_seed"], cfg=kw["cfg"],
+                                 top_k=kw["top_k"], top_p=kw["top_p"], more_smooth=True, return_details=True)
+            sens_B = torch.maximum(sens_B, (det_p["f_hat"] - fhat).abs().flatten(1).amax(1))
+    finally:
+        S.gumbel_smooth = orig
+    err_B = (fhat - expected.to(fhat.dtype)).abs().flatten(1).amax(1)
+    for b, (err, sens) in enumerate(zip(err_B.tolist(), sens_B.tolist())):
+        bound = max(TOL_FHAT, 4 * sens)
+        assert err <= bound, f"final f_hat of image {b}: max abs error {err:.3g} > {bound:.3g} " \
+                             f"(rounding sensitivity {sens:.3g})"
+    assert sens_B.min() < 10 * TOL_FHAT, f"no well-conditioned image to check f_hat tightly (sensitivity {sens_B})"
+
+
 def ar_runs(path):
     fx = torch.load(path, map_location="cpu", weights_only=True)
     return [(path, name) for name in fx["outputs"].get("ar", {})]
@@ -123,7 +168,10 @@ def test_autoregressive_sampling(path, run_name, one_thread):
     for si, e in enumerate(run.get("cfg_logits_first_scales", [])):
         assert_close(det["cfg_logits"][si], e, TOL_LOGITS, f"CFG logits at scale {si}")
     if "f_hat_final" in run:
-        assert_close(det["f_hat"], run["f_hat_final"], TOL_FHAT, "final f_hat")
+        if kw["more_smooth"]:
+            check_soft_fhat(det["f_hat"], run["f_hat_final"], var, vq, kw)
+        else:
+            assert_close(det["f_hat"], run["f_hat_final"], TOL_FHAT, "final f_hat")
     if "images" in run:
         assert_close(img, run["images"], TOL_IMG, "sampled images")
     if "images_mean" in run:
