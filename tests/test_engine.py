@@ -92,7 +92,11 @@ def test_chunked_generation_is_deterministic_and_shaped():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_engine_equals_plain_sampler_on_gpu():
+def test_cuda_graph_engine_equals_plain_sampler_on_gpu(monkeypatch):
+    # true fp32 on both paths: with cuDNN's default TF32 the phi convolution rounds its inputs to 10 mantissa bits,
+    # and inputs 1e-7 apart (matmul vs kernel bicubic) can round apart, so f_hat would differ by ~1e-4
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     var, vq = tiny_models("cuda")
     g = torch.Generator(device="cuda")
     idx_a, img_a = sample(var, vq, 6, None, generator=g.manual_seed(3), **KW)
@@ -100,3 +104,100 @@ def test_cuda_graph_engine_equals_plain_sampler_on_gpu():
     idx_b, img_b = eng.generate(6, None, generator=g.manual_seed(3), **KW)
     assert all(torch.equal(a, b) for a, b in zip(idx_a, idx_b))
     assert (img_a - img_b).abs().max().item() < 1e-5
+
+
+def test_engine_switches_leave_the_callers_model_alone_and_fused_gelu_is_cpu_noop():
+    var, vq = tiny_models()
+    eng = GenerationEngine(var, vq, dtype=torch.float32, fused_gelu=True)
+    assert all(b.ffn.fused_gelu for b in eng.var.blocks) and not any(b.ffn.fused_gelu for b in var.blocks)
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():     # on CPU the flag takes the unfused path (CPU _addmm_activation would use erf GELU)
+        assert torch.equal(eng.var.blocks[0].ffn(x), var.blocks[0].ffn(x))
+
+
+def test_engine_blocks_are_world_size_independent():
+    """generate_blocks with the engine: the same seeds per block as the plain path, so 2 ranks' blocks together are
+    the 1-rank file, and the images equal the plain sampler's to uint8 rounding."""
+    import numpy as np
+    from var.distributed import World
+    from var.sharded_sampling import generate_blocks
+    var, vq = tiny_models()
+    eng = GenerationEngine(var, vq, dtype=torch.float32)
+    labels = np.repeat(np.arange(5), 3)
+    one, _ = generate_blocks(var, vq, labels, block_size=4, seed=2, engine=eng, **KW)
+    two = {}
+    for r in range(2):
+        two.update(generate_blocks(var, vq, labels, block_size=4, seed=2, world=World(rank=r, size=2), engine=eng,
+                                   **KW)[0])
+    assert sorted(one) == sorted(two) == [0, 1, 2, 3]
+    assert all(np.array_equal(one[b], two[b]) for b in one)
+    into = np.zeros((len(labels), 8, 8, 3), np.uint8)
+    viewed, _ = generate_blocks(var, vq, labels, block_size=4, seed=2, engine=eng, into=into, **KW)
+    assert np.array_equal(into, np.concatenate([one[b] for b in range(4)])) and viewed[3].base is not None
+    plain, _ = generate_blocks(var, vq, labels, block_size=4, seed=2, **KW)
+    diff = np.abs(np.concatenate([plain[b] for b in range(4)]).astype(int)
+                  - np.concatenate([one[b] for b in range(4)]).astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_gelu_epilogue_is_the_tanh_gelu_on_gpu():
+    from var.transformer import FFN
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        ffn = FFN(64, 256, 0.0).cuda().to(dtype)
+        x = torch.randn(7, 9, 64, device="cuda", dtype=dtype)
+        with torch.no_grad():
+            ref = ffn(x.double().to(dtype)).double()
+            ffn.fused_gelu = True
+            got = ffn(x).double()
+            ffn.fused_gelu = False
+            exact = ffn.double()(x.double())
+            ffn.to(dtype)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        assert (got - exact).norm() / exact.norm() < tol and (ref - exact).norm() / exact.norm() < tol
+
+
+def test_compiled_block_is_one_graph_for_every_block_even_with_float_specialisation():
+    """The engine compiles AdaLNSelfAttn.forward once for all blocks and scales. The blocks differ in their drop-path
+    rate; with float specialisation (torch 2.11's default) reading it in eval mode made every block a recompile, and
+    after 8 dynamo ran the rest eagerly (measured on an H200). A few graphs (scale length 1 is specialised) only."""
+    import torch._dynamo.utils as du
+    from var.transformer import AdaLNSelfAttn
+    var = VAR(VARConfig(depth=10, num_classes=5, vocab_size=64, z_channels=8, patch_nums=PN, embed_dim_override=64,
+                        num_heads_override=2, drop_path_rate_override=0.1)).eval()
+    assert len({b.drop_path.p for b in var.blocks}) == 10
+    torch._dynamo.reset()
+    du.counters.clear()
+    fwd = torch.compile(AdaLNSelfAttn.forward, dynamic=True)
+    with torch._dynamo.config.patch(specialize_float=True), torch.no_grad():
+        for B2 in (4, 8):
+            mods, kv, pos = var.modulations(torch.randn(B2, 64)), var.new_kv_cache(B2), 0
+            for pn in PN:
+                x = torch.randn(B2, pn * pn, 64)
+                for block, m, c in zip(var.blocks, mods, kv):
+                    x = fwd(block, x, None, None, c, pos, m)
+                pos += pn * pn
+    assert du.counters["stats"]["unique_graphs"] <= 4, dict(du.counters["stats"])
+    torch._dynamo.reset()
+
+
+def test_engine_compiled_calls_raise_the_recompile_limit_only_for_themselves():
+    """Two models (or switch settings) in one process need more than dynamo's default 8 graphs of the shared block
+    function; the engine's wrapper lets its calls compile them instead of silently falling back to eager."""
+    import torch._dynamo.config as dc
+    import torch._dynamo.utils as du
+    from var.engine import _with_compile_limit
+    key = "recompile_limit" if hasattr(dc, "recompile_limit") else "cache_size_limit"
+    default = getattr(dc, key)
+
+    def f(x):
+        return x.sin() * 2
+    torch._dynamo.reset()
+    du.counters.clear()
+    fn = _with_compile_limit(torch.compile(f, dynamic=False))
+    for n in range(1, default + 4):     # a new static shape each call: one graph each
+        assert torch.allclose(fn(torch.ones(n)), torch.ones(n).sin() * 2)
+    assert du.counters["stats"]["unique_graphs"] == default + 3
+    assert getattr(dc, key) == default           # the process-wide setting is untouched
+    torch._dynamo.reset()

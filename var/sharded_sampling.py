@@ -37,9 +37,12 @@ def to_uint8(img_B3HW: torch.Tensor) -> np.ndarray:
 
 
 def generate_blocks(var, vqvae, labels_N: np.ndarray, *, block_size: int, seed: int, world: World = World(),
-                    progress: Callable[[int], None] | None = None, **sample_kw) -> tuple[dict, float]:
+                    progress: Callable[[int], None] | None = None, engine=None, into: np.ndarray | None = None,
+                    **sample_kw) -> tuple[dict, float]:
     """Draw this rank's blocks: ({block id: uint8 (b, H, W, 3)}, seconds spent in the sampler).
-    `sample_kw` go to `var.sampling.sample` (cfg, top_k, top_p, more_smooth, runner, decode)."""
+    `sample_kw` go to `var.sampling.sample` (cfg, top_k, top_p, more_smooth, runner, decode), or to
+    `engine.generate` when a var.engine.GenerationEngine is given (same seeds, same blocks). `into` (N, H, W, 3)
+    uint8: each block is written to its rows there (the returned blocks are views), saving a copy of the whole set."""
     device = var.pos_start.device
     bounds = block_bounds(len(labels_N), block_size)
     out, seconds, done = {}, 0.0, 0
@@ -47,11 +50,18 @@ def generate_blocks(var, vqvae, labels_N: np.ndarray, *, block_size: int, seed: 
         s, e = bounds[b]
         label_B = torch.from_numpy(labels_N[s:e]).to(device)
         t0 = time.perf_counter()
-        _, img_B3HW = sample(var, vqvae, e - s, label_B, seed=block_seed(seed, b), **sample_kw)
+        if engine is None:
+            _, img_B3HW = sample(var, vqvae, e - s, label_B, seed=block_seed(seed, b), **sample_kw)
+        else:
+            _, img_B3HW = engine.generate(e - s, label_B, seed=block_seed(seed, b), **sample_kw)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - t0
-        out[b] = to_uint8(img_B3HW)
+        if into is None:
+            out[b] = to_uint8(img_B3HW)
+        else:
+            into[s:e] = to_uint8(img_B3HW)
+            out[b] = into[s:e]
         done += e - s
         if progress is not None:
             progress(done)

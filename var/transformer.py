@@ -8,10 +8,12 @@ checkpoints (`var_d16.pth` ...) so they load strictly.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import VARConfig
 
@@ -54,7 +56,10 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x, mask: torch.Tensor | None = None):
-        if self.p == 0.0 or not self.training:
+        # `training` first: in eval mode the rate is never read, so torch.compile does not specialise on it (with
+        # float specialisation, as in torch 2.11, every block's own rate was a recompile, and after 8 the engine's
+        # shared compiled block fell back to eager: measured on an H200)
+        if not self.training or self.p == 0.0:
             return x
         if mask is None:
             mask = drop_path_masks(x.shape[0], [self.p], x.device)[0]
@@ -67,9 +72,19 @@ class FFN(nn.Module):
         self.fc1 = nn.Linear(C, hidden)
         self.fc2 = nn.Linear(hidden, C)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+        # Fast paths (var/engine.py) set this on their inference copy: on CUDA, fc1's bias and tanh-GELU run in the
+        # cuBLASLt GEMM epilogue (torch._addmm_activation), on the fp32 accumulator, instead of a separate pass over
+        # the 4C-wide activation. The same function to rounding; off by default. (On CPU _addmm_activation uses
+        # the erf GELU, so the fused call is taken on CUDA only.)
+        self.fused_gelu = False
 
     def forward(self, x):
-        return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
+        if self.fused_gelu and x.is_cuda:
+            h = torch._addmm_activation(self.fc1.bias, x.reshape(-1, x.shape[-1]), self.fc1.weight.t(),
+                                        use_gelu=True).view(*x.shape[:-1], -1)
+        else:
+            h = F.gelu(self.fc1(x), approximate="tanh")
+        return self.drop(self.fc2(h))
 
 
 class SelfAttention(nn.Module):
@@ -157,17 +172,20 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD_or_gss).unbind(2)
         return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
 
-    def forward(self, x_BLC, cond_BD_or_gss, attn_bias, kv=None, pos: int = 0, mods=None, dp_masks=(None, None)):
+    def forward(self, x_BLC, cond_BD_or_gss, attn_bias, kv=None, pos: int = 0, mods=None, dp_masks=(None, None),
+                recompute_ffn: bool = False):
         """mods: this block's modulation precomputed by `modulation` (it depends only on the class, so the
-        sampler computes it once per image instead of once per scale). dp_masks: the two drop-path masks."""
+        sampler computes it once per image instead of once per scale). dp_masks: the two drop-path masks.
+        recompute_ffn (training memory): the FFN's 4C-wide activations are not kept but recomputed in the backward."""
         m1, m2 = dp_masks
+        ffn = partial(checkpoint, self.ffn, use_reentrant=False) if recompute_ffn else self.ffn
         if not self.adaln:
             x_BLC = x_BLC + self.drop_path(self.attn(self.ln1(x_BLC), attn_bias, kv, pos), m1)
-            return x_BLC + self.drop_path(self.ffn(self.ln2(x_BLC)), m2)
+            return x_BLC + self.drop_path(ffn(self.ln2(x_BLC)), m2)
         g1, g2, s1, s2, b1, b2 = mods if mods is not None else self.modulation(cond_BD_or_gss)
         x_BLC = x_BLC + self.drop_path(self.attn(self.ln_wo_grad(x_BLC).mul(s1.add(1)).add_(b1), attn_bias,
                                                  kv, pos).mul_(g1), m1)
-        return x_BLC + self.drop_path(self.ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2), m2)
+        return x_BLC + self.drop_path(ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2), m2)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -306,11 +324,14 @@ class VAR(nn.Module):
         return torch.where(u < self.cfg.cond_drop_rate, self.num_classes, label_B)
 
     # ------------------------------------------------------------------------------------------ forward
-    def forward(self, label_B: torch.Tensor, x_BLCv: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, label_B: torch.Tensor, x_BLCv: torch.Tensor, generator: torch.Generator | None = None, *,
+                recompute_blocks: int = 0, recompute_ffn: bool = False) -> torch.Tensor:
         """Teacher-forced forward: labels (B,) and x (B, L - first_l, Cvae) -> logits (B, L, V) float32.
 
         Label dropout is applied only in training mode (the reference applies it in eval mode too).
+        Training memory (the same function and gradients; TrainConfig.recompute_*): the first `recompute_blocks`
+        blocks keep only their input and are recomputed in the backward (activation checkpointing); with
+        `recompute_ffn` every other block recomputes its FFN.
         """
         B = x_BLCv.shape[0]
         if self.training:
@@ -325,5 +346,10 @@ class VAR(nn.Module):
         if self.training:
             dp = drop_path_masks(B, [b.drop_path.p for b in self.blocks for _ in range(2)], x_BLC.device)
         for i, block in enumerate(self.blocks):
-            x_BLC = block(x_BLC, cond, attn_bias, dp_masks=(dp[2 * i], dp[2 * i + 1]))
+            masks = (dp[2 * i], dp[2 * i + 1])
+            if i < recompute_blocks and torch.is_grad_enabled():
+                x_BLC = checkpoint(block, x_BLC, cond, attn_bias, dp_masks=masks, use_reentrant=False)
+            else:
+                x_BLC = block(x_BLC, cond, attn_bias, dp_masks=masks, recompute_ffn=recompute_ffn
+                              and torch.is_grad_enabled())
         return self.logits(x_BLC, cond_BD)
