@@ -80,6 +80,10 @@ class TrainConfig:
     # recompute cheap activations in the backward to keep at most this fraction of them (1.0: its default).
     compile: bool = False
     activation_memory_budget: float = 1.0
+    # Speed/memory only, like the two above: activation checkpointing of the first `recompute_blocks` transformer
+    # blocks (their forward is recomputed in the backward) and, with recompute_ffn, of every other block's FFN.
+    recompute_blocks: int = 0
+    recompute_ffn: bool = False
 
     def __post_init__(self):
         if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
@@ -94,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if not 0 < self.activation_memory_budget <= 1:
             raise ValueError(f"activation_memory_budget must be in (0, 1], got {self.activation_memory_budget}")
+        if self.recompute_blocks < 0:
+            raise ValueError(f"recompute_blocks must be >= 0, got {self.recompute_blocks}")
 
     @property
     def peak_lr(self) -> float:
@@ -205,11 +211,16 @@ def mean_token_loss(loss_BL: torch.Tensor) -> torch.Tensor:
 
 
 def forward_loss(net, label_B: torch.Tensor, x_BLCv: torch.Tensor, idx_BL: torch.Tensor, label_gen,
-                 label_smoothing: float, use_bf16: bool) -> torch.Tensor:
+                 label_smoothing: float, use_bf16: bool, recompute_blocks: int = 0,
+                 recompute_ffn: bool = False) -> torch.Tensor:
     """Mean token loss of a (chunk of a) batch; label_gen None: a model without a label-dropout generator.
-    This whole function is what TrainConfig.compile hands to torch.compile."""
+    recompute_*: activation checkpointing inside VAR.forward (TrainConfig). This whole function is what
+    TrainConfig.compile hands to torch.compile."""
+    kw = {} if label_gen is None else {"generator": label_gen}
+    if recompute_blocks or recompute_ffn:
+        kw.update(recompute_blocks=recompute_blocks, recompute_ffn=recompute_ffn)
     with torch.autocast(x_BLCv.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        logits_BLV = net(label_B, x_BLCv) if label_gen is None else net(label_B, x_BLCv, generator=label_gen)
+        logits_BLV = net(label_B, x_BLCv, **kw)
     return mean_token_loss(token_ce_BL(logits_BLV, idx_BL, label_smoothing))
 
 
@@ -220,14 +231,25 @@ def compiled_forward_loss(activation_memory_budget: float = 1.0):
     is the eager run to float rounding."""
     compiled = torch.compile(forward_loss)
 
-    def loss_fn(*args):
+    def loss_fn(*args, **kwargs):
         with torch._functorch.config.patch(activation_memory_budget=activation_memory_budget), \
                 torch._inductor.config.patch(fallback_random=True):
-            return compiled(*args)
+            return compiled(*args, **kwargs)
     return loss_fn
 
 
-SPEED_ONLY_KEYS = ("compile", "activation_memory_budget")
+def make_loss_fn(cfg: TrainConfig):
+    """forward_loss as TrainConfig asks: eager or compiled, with its activation-recompute settings bound."""
+    base = compiled_forward_loss(cfg.activation_memory_budget) if cfg.compile else forward_loss
+    if not (cfg.recompute_blocks or cfg.recompute_ffn):
+        return base
+
+    def loss_fn(*args):
+        return base(*args, recompute_blocks=cfg.recompute_blocks, recompute_ffn=cfg.recompute_ffn)
+    return loss_fn
+
+
+SPEED_ONLY_KEYS = ("compile", "activation_memory_budget", "recompute_blocks", "recompute_ffn")
 
 
 def _run_keys(cfg_dict: dict) -> dict:
@@ -401,9 +423,9 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     label_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     if state_path.is_file():
         st = load_torch(state_path, map_location=device)
-        if _run_keys(st.get("cfg", {})) != _run_keys(config_to_dict(cfg)):
-            diff = sorted(k for k in _run_keys(config_to_dict(cfg))
-                          if st.get("cfg", {}).get(k) != config_to_dict(cfg)[k])
+        stored, now = _run_keys(st.get("cfg", {})), _run_keys(config_to_dict(cfg))
+        if stored != now:
+            diff = sorted(k for k in stored.keys() | now.keys() if stored.get(k, "<absent>") != now.get(k, "<absent>"))
             raise ValueError(f"{state_path} was written with a different train config (keys {diff}); "
                              f"move it away to start a new run")
         model.load_state_dict(st["model"])
@@ -416,7 +438,7 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     else:
         seed_everything(cfg.seed)
     use_bf16 = cfg.precision == "bf16" and device.type == "cuda"
-    loss_fn = compiled_forward_loss(cfg.activation_memory_budget) if cfg.compile else forward_loss
+    loss_fn = make_loss_fn(cfg)
     consecutive_skips, t_log, steps_since_log = 0, time.perf_counter(), 0
 
     order_ep, order = -1, None
