@@ -46,10 +46,21 @@ class SampleConfig:
     top_p: float = 0.96          # 0 = off
     more_smooth: bool = False    # Gumbel-softmax smoothing of the token embedding (visual quality, worse FID)
     seed: int = 0
+    # How the images are computed (var/engine.py), not what is sampled: `fast` uses the GenerationEngine (static KV
+    # cache, CUDA graphs, fused GELU epilogue, matmul upsampling: the plain sampler's function, to float rounding);
+    # `precision: bf16` stores the transformer and decoder in bf16 once (CUDA; quantiser and f_hat stay fp32;
+    # logits within bf16 rounding of fp32, so a few tokens differ); `compile` adds torch.compile fusion.
+    fast: bool = False
+    precision: str = "fp32"      # fp32 | bf16
+    compile: bool = False
 
     def __post_init__(self):
         if self.per_class < 1 or self.batch_size < 1:
             raise ValueError("sample.per_class and sample.batch_size must be >= 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"sample.precision must be fp32 or bf16, got {self.precision!r}")
+        if (self.precision != "fp32" or self.compile) and not self.fast:
+            raise ValueError("sample.precision bf16 and sample.compile need sample.fast: true (the engine)")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,14 @@ def main(args, log) -> dict:
     vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     var.to(device).eval()
     vqvae.to(device).eval()
+    engine = None
+    if sc.fast:
+        import torch
+        from var.engine import GenerationEngine
+        if sc.precision == "bf16" and device.type != "cuda":
+            raise ValueError(f"sample.precision bf16 needs a CUDA device (this stage runs on {device})")
+        engine = GenerationEngine(var, vqvae, dtype=torch.bfloat16 if sc.precision == "bf16" else torch.float32,
+                                  compile=sc.compile)
     K = var.cfg.num_classes
     labels_N = np.repeat(np.arange(K, dtype=np.int64), sc.per_class)
     # Blocks of `batch_size` consecutive images, each one sampler call seeded from (seed, block index), taken
@@ -45,7 +53,8 @@ def main(args, log) -> dict:
     t_wall = time.perf_counter()
     with progress_bar(f"sample {args.model_name}", total=len(labels_N)) as update:
         blocks, seconds = generate_blocks(var, vqvae, labels_N, block_size=sc.batch_size, seed=sc.seed,
-                                          world=world, progress=update if world.is_main else None, cfg=sc.cfg,
+                                          world=world, progress=update if world.is_main else None,
+                                          engine=engine, cfg=sc.cfg,
                                           top_k=sc.top_k, top_p=sc.top_p, more_smooth=sc.more_smooth)
     # Time column: sampler seconds summed over the GPUs per image (comparable across world sizes).
     seconds = float(all_reduce_sum([seconds], device)[0])
@@ -56,7 +65,8 @@ def main(args, log) -> dict:
     info = {"model": args.model_name, "num_images": int(len(labels_N)), "seconds": seconds,
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
             "world_size": world.size, "wall_seconds": time.perf_counter() - t_wall,
-            "train_step": int(ckpt.get("step", 0)), "steps": len(var.cfg.patch_nums)}
+            "train_step": int(ckpt.get("step", 0)), "steps": len(var.cfg.patch_nums),
+            "engine": {"fast": sc.fast, "precision": sc.precision, "compile": sc.compile}}
     atomic_write_json(args.metrics, info)
     return {"model": args.model_name, "images": len(labels_N), "s_per_img": info["seconds_per_image"]}
 

@@ -148,7 +148,7 @@ def test_chunks_need_one_per_process():
 
 
 # ------------------------------------------------------------------------------------------------ sampling
-def _sample(rank: int, world: int, tmp: str, tag: str, block: int) -> None:
+def _sample(rank: int, world: int, tmp: str, tag: str, block: int, fast: bool = False) -> None:
     from var.distributed import current_world
     from var.sharded_sampling import gather_to_file, generate_blocks
     if world > 1:
@@ -158,19 +158,24 @@ def _sample(rank: int, world: int, tmp: str, tag: str, block: int) -> None:
         Path(tmp) / "vq.pt", kind="vqvae")[0]
     labels_N = np.repeat(np.arange(NCLS, dtype=np.int64), 5)          # 15 images: blocks of 4 leave one of 3
     w = current_world()
-    blocks, _ = generate_blocks(var.eval(), vq.eval(), labels_N, block_size=block, seed=3, world=w, cfg=1.5,
-                                top_k=5, top_p=0.9)
+    engine = None
+    if fast:   # the `sample` stage with sample.fast: the GenerationEngine (fp32 here, eager runner on CPU)
+        from var.engine import GenerationEngine
+        engine = GenerationEngine(var.eval(), vq.eval(), dtype=torch.float32)
+    blocks, _ = generate_blocks(var.eval(), vq.eval(), labels_N, block_size=block, seed=3, world=w, engine=engine,
+                                cfg=1.5, top_k=5, top_p=0.9)
     gather_to_file(blocks, labels_N, Path(tmp) / f"{tag}.npz", block, w)
     if world > 1:
         dist.destroy_process_group()
 
 
-def test_sharded_sampling_is_byte_identical_across_world_sizes(tmp):
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "engine"])
+def test_sharded_sampling_is_byte_identical_across_world_sizes(tmp, fast):
     var, vq, _, _ = make()
     save_checkpoint(tmp / "var.pt", var, kind="var")
     save_checkpoint(tmp / "vq.pt", vq, kind="vqvae")
-    _sample(0, 1, str(tmp), "w1", 4)
-    mp.spawn(_sample, args=(2, str(tmp), "w2", 4), nprocs=2, join=True)
+    _sample(0, 1, str(tmp), "w1", 4, fast)
+    mp.spawn(_sample, args=(2, str(tmp), "w2", 4, fast), nprocs=2, join=True)
     a, b = (tmp / "w1.npz").read_bytes(), (tmp / "w2.npz").read_bytes()
     assert a == b
     with np.load(tmp / "w2.npz", allow_pickle=False) as z:

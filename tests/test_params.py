@@ -84,6 +84,9 @@ def test_bad_values_and_consistency():
     assert "data.image_size" in errors_for(lambda r: r["data"].update(image_size=64))  # tokenizer gives 32 px
     assert "table1.models" in errors_for(lambda r: r["table1"].update(models=["var-d99"]))
     assert "seed" in errors_for(lambda r: r.update(seed="zero"))
+    assert "sample.precision" in errors_for(lambda r: r["sample"].update(precision="fp8", fast=True))
+    assert "sample.fast" in errors_for(lambda r: r["sample"].update(precision="bf16"))   # bf16 needs the engine
+    assert "sample.fast" in errors_for(lambda r: r["sample"].update(compile=True))
 
 
 def test_top_level_seed_is_the_default_of_section_seeds():

@@ -131,7 +131,8 @@ def test_unknown_key_at_any_depth_is_named_exactly(node, key, value):
 @given(sample=st.fixed_dictionaries({
            "per_class": st.integers(1, 10 ** 6), "batch_size": st.integers(1, 4096),
            "cfg": st.floats(0, 20, allow_nan=False), "top_k": st.integers(0, 10 ** 4),
-           "top_p": st.floats(0, 1), "more_smooth": st.booleans(), "seed": st.integers(0, 2 ** 31)}),
+           "top_p": st.floats(0, 1), "more_smooth": st.booleans(), "seed": st.integers(0, 2 ** 31),
+           "fast": st.just(True), "precision": st.sampled_from(["fp32", "bf16"]), "compile": st.booleans()}),
        train=st.fixed_dictionaries({
            "batch_size": st.integers(1, 2048), "max_steps": st.integers(0, 10 ** 6),
            "base_lr_per_256": st.floats(1e-7, 1.0), "ckpt_every_steps": st.integers(1, 10 ** 5),
