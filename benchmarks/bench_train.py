@@ -18,7 +18,7 @@ import torch
 
 from common import peak_gb, print_table, reset_peak, sync, time_median, write_result
 from var.config import VAR_PRESETS
-from var.train import compiled_forward_loss, forward_loss
+from var.train import TrainConfig, make_loss_fn
 from var.transformer import VAR
 
 
@@ -69,8 +69,9 @@ def main():
             with torch.device(device):
                 model = VAR(cfg).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
-            base = forward_loss if budget is None else compiled_forward_loss(budget)
-            loss_fn = (lambda *a, _b=base: _b(*a, **rec)) if rec else base
+            # the trainer's own loss path for these TrainConfig speed keys
+            loss_fn = make_loss_fn(TrainConfig(compile=budget is not None, activation_memory_budget=budget or 1.0,
+                                               **rec))
             label_gen = torch.Generator(device=device)
 
             # correctness first: one step's loss and gradients against eager (same RNG draws)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from pipeline.common import load_checkpoint_for, load_stage_params, progress_bar, run_stage, stage_parser
 from var.distributed import all_reduce_sum, init_from_env
+from var.engine import GenerationEngine
 from var.io import atomic_path, atomic_write_json
 from var.sharded_sampling import gather_to_file, generate_blocks
 
@@ -40,8 +42,6 @@ def main(args, log) -> dict:
     vqvae.to(device).eval()
     engine = None
     if sc.fast:
-        import torch
-        from var.engine import GenerationEngine
         if sc.precision == "bf16" and device.type != "cuda":
             raise ValueError(f"sample.precision bf16 needs a CUDA device (this stage runs on {device})")
         engine = GenerationEngine(var, vqvae, dtype=torch.bfloat16 if sc.precision == "bf16" else torch.float32,
