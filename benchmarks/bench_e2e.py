@@ -54,6 +54,7 @@ def main():
         var = VAR(VAR_PRESETS[f"var-d{args.depth}"]).eval()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32    # bf16 weights need CUDA
     eng = GenerationEngine(var, vq, dtype=dtype, compile=not args.no_compile, channels_last=args.channels_last)
+    gn_stats = any(getattr(m, "channel_stats", False) for m in eng.vq_lp.modules())
     labels_N = np.repeat(np.arange(args.classes, dtype=np.int64), args.num // args.classes)
     setup_s = time.perf_counter() - t_setup
     t0 = time.perf_counter()
@@ -98,7 +99,8 @@ def main():
             {"what": "one-time warm-up (not in total)", "seconds": round(warmup_s, 1), "images_per_s": ""}]
     settings = {"model": f"var-d{args.depth}", "num_samples": len(images), "num_reference": args.num_reference,
                 "block_size": args.block, **SAMPLING, "dtype": str(dtype)[6:], "compile": not args.no_compile,
-                "channels_last_decoder": args.channels_last, "cudnn_benchmark": device.type == "cuda",
+                "channels_last_decoder": args.channels_last, "gn_channel_stats": gn_stats,
+                "cudnn_benchmark": device.type == "cuda",
                 "score_batch": args.score_batch, "fid_backend": "torch", "weights": "random",
                 "sampler_seconds": round(sampler_s, 2), "setup_seconds": round(setup_s, 1)}
     metric_checks = {k: v for k, v in metrics.items() if isinstance(v, (float, int, str))}

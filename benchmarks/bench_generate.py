@@ -52,6 +52,8 @@ def checks(device, compile_: bool) -> dict:
     engines = {"bf16": GenerationEngine(var, vq, dtype=torch.bfloat16)}
     if compile_:
         engines["bf16_compiled"] = GenerationEngine(var, vq, dtype=torch.bfloat16, compile=True)
+        engines["bf16_compiled_nogn"] = GenerationEngine(var, vq, dtype=torch.bfloat16, compile=True,
+                                                         gn_channel_stats=False)
     for name, eng in engines.items():
         lp = eng.teacher_forced_logits(labels, idx_plain)
         out[f"{name}_logits_rel_err_max"] = ((lp - ref).abs().max() / scale).item()
@@ -66,13 +68,15 @@ def checks(device, compile_: bool) -> dict:
 
 
 def parse_mode(mode: str) -> dict:
-    """'engine+compile+cl+nofg' -> GenerationEngine switches; 'eager-bf16' -> the engine without CUDA graphs."""
+    """'engine+compile+cl+nofg+nogn' -> GenerationEngine switches (nogn: compiled, but without the GroupNorm
+    per-channel statistics);
+    'eager-bf16' -> the engine without CUDA graphs."""
     parts = set(mode.split("+"))
-    unknown = parts - {"engine", "eager-bf16", "compile", "cl", "nofg"}
+    unknown = parts - {"engine", "eager-bf16", "compile", "cl", "nofg", "nogn"}
     if unknown:
         raise ValueError(f"unknown mode parts {sorted(unknown)} in {mode!r}")
     return dict(cuda_graphs="engine" in parts, compile="compile" in parts, channels_last="cl" in parts,
-                fused_gelu="nofg" not in parts)
+                fused_gelu="nofg" not in parts, gn_channel_stats="nogn" not in parts and "compile" in parts)
 
 
 @torch.no_grad()
@@ -115,9 +119,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="d16 and d30 only")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--modes", nargs="+", default=["engine+compile", "engine+compile+nofg"],
+    ap.add_argument("--modes", nargs="+", default=["engine+compile", "engine+compile+nogn", "engine+compile+nofg"],
                     help="engine (bf16 + CUDA graphs), +compile (torch.compile), +cl (channels-last decoder), "
-                         "+nofg (no fused GELU epilogue), eager-bf16")
+                         "+nofg (no fused GELU epilogue), +nogn (no GroupNorm channel statistics), eager-bf16")
     ap.add_argument("--d30-mode", default="best", help="a mode, or 'best': the fastest d16 mode at batch 64")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one d16 batch-256 call")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")

@@ -3,7 +3,9 @@ and backward, fused AdamW, block-causal attention through scaled_dot_product_att
 
 Paths: eager (`var.train.forward_loss`), and `TrainConfig.compile` (`var.train.compiled_forward_loss`: forward and
 cross entropy through torch.compile) alone and with activation recompute (`TrainConfig.recompute_blocks`: the first
-N blocks are recomputed in the backward; `recompute_ffn`: the FFNs of the other blocks). Before timing, each path's
+N blocks are recomputed in the backward; `recompute_ffn`: the FFNs of the other blocks); `block` variants use
+`compile_scope: block` (`var.train.blockwise_compiled_forward_loss`: each block and the loss compiled, recompute
+as eager checkpoints). Before timing, each path's
 loss and gradients of one step are compared with eager on the same batch and the same drop-path / label-dropout
 draws. Random weights and random tokens (speed does not depend on values).
 
@@ -28,9 +30,14 @@ SETTINGS = {"resolution": 256, "dtype": "bfloat16 autocast", "optimizer": "AdamW
 
 
 def parse_variant(name: str) -> tuple[float | None, dict]:
-    """'eager' -> (None, {}); 'compile+budget0.5+blocks6+ffn' -> (0.5, {recompute_blocks: 6, recompute_ffn: True})."""
+    """'eager' -> (None, {}); 'compile+budget0.5+blocks6+ffn' -> (0.5, {recompute_blocks: 6, recompute_ffn: True});
+    'block+blocks6' -> (1.0, {compile_scope: 'block', recompute_blocks: 6})."""
     parts = name.split("+")
+    if parts[0] not in ("eager", "compile", "block"):
+        raise ValueError(f"variant {name!r} must start with eager, compile or block")
     budget, rec = (None if parts[0] == "eager" else 1.0), {}
+    if parts[0] == "block":
+        rec["compile_scope"] = "block"
     for p in parts[1:]:
         if p.startswith("budget"):
             budget = float(p[6:])
@@ -50,7 +57,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=["eager", "compile", "compile+ffn", "compile+blocks6",
                                                       "compile+blocks8", "compile+blocks4+ffn"],
-                    help="eager | compile[+budgetX][+blocksN][+ffn]")
+                    help="eager | compile[+budgetX][+blocksN][+ffn] | block[+blocksN] (compile_scope 'block')")
     args = ap.parse_args()
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -77,7 +84,9 @@ def main():
             # correctness first: one step's loss and gradients against eager (same RNG draws)
             torch.manual_seed(1)
             t_first = time.perf_counter()
+            before = torch.cuda.memory_allocated()
             loss = loss_fn(model, labels, x, target, label_gen.manual_seed(2), 0.0, True)
+            saved_gb = round((torch.cuda.memory_allocated() - before) / 1e9, 2)   # what the forward keeps
             loss.backward()
             sync()
             first_step_s = time.perf_counter() - t_first      # includes compilation
@@ -106,7 +115,7 @@ def main():
             rows.append({"model": f"d{depth}", "path": name, **rec, "activation_memory_budget": budget,
                          "batch": B, "images_per_s": round(B / t, 1),
                          "tokens_per_s": round(B * L / t), "reference_images_per_s": ref[0], "peak_gb": peak_gb(),
-                         "reference_peak_gb": ref[1], "first_step_s": round(first_step_s, 1),
+                         "forward_keeps_gb": saved_gb, "reference_peak_gb": ref[1], "first_step_s": round(first_step_s, 1),
                          "times_s": [round(v, 4) for v in ts]})
             print(rows[-1], flush=True)
             del model, opt, loss_fn
@@ -114,7 +123,7 @@ def main():
             write_result("train_step", SETTINGS, rows, checks)   # after every path: a cut-off run keeps its rows
     print("checks:", checks)
     print_table(rows, ["model", "path", "batch", "images_per_s", "tokens_per_s", "reference_images_per_s",
-                       "peak_gb", "reference_peak_gb", "first_step_s"])
+                       "peak_gb", "forward_keeps_gb", "reference_peak_gb", "first_step_s"])
     write_result("train_step", SETTINGS, rows, checks)
 
 

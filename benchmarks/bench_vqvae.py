@@ -67,12 +67,15 @@ def agreement(idx_a, idx_b) -> float:
     return torch.cat([(a == b).flatten() for a, b in zip(idx_a, idx_b)]).float().mean().item()
 
 
-PATHS = (("fp32 plain", torch.float32, False, False),
-         ("bf16", torch.bfloat16, False, False),
-         ("bf16 + torch.compile", torch.bfloat16, True, False),
-         ("bf16 + torch.compile + channels-last", torch.bfloat16, True, True),
-         ("fp16 + torch.compile", torch.float16, True, False),
-         ("fp16 + torch.compile + channels-last", torch.float16, True, True))
+# name, dtype, torch.compile, channels-last, GroupNorm with per-channel statistics
+PATHS = (("fp32 plain", torch.float32, False, False, False),
+         ("bf16", torch.bfloat16, False, False, False),
+         ("bf16 + torch.compile", torch.bfloat16, True, False, False),
+         ("bf16 + torch.compile + channels-last", torch.bfloat16, True, True, False),
+         ("bf16 + torch.compile + GN channel stats", torch.bfloat16, True, False, True),
+         ("fp16 + torch.compile", torch.float16, True, False, False),
+         ("fp16 + torch.compile + GN channel stats", torch.float16, True, False, True),
+         ("fp16 + torch.compile + channels-last", torch.float16, True, True, False))
 
 
 def main():
@@ -81,6 +84,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--agree-images", type=int, default=256)
     ap.add_argument("--fit-images", type=int, default=512)
+    ap.add_argument("--paths", nargs="*", default=[], help="only these paths (names as in PATHS)")
+    ap.add_argument("--out-name", default="vqvae", help="result file name prefix")
     args = ap.parse_args()
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
@@ -101,13 +106,16 @@ def main():
         vq_fit.load_state_dict(vq.state_dict())
         checks["kmeans_fit"] = fit_codebook_kmeans(vq_fit, smooth_images(args.fit_images, device, seed=2))
         idx32_fit = [torch.cat(t) for t in zip(*[vq_fit.img_to_idx(x) for x in test.split(64)])]
-        for name, dtype, compile_, cl in PATHS:
-            eng = GenerationEngine(var, vq, dtype=dtype, decode_batch=B, compile=compile_, channels_last=cl)
+        for name, dtype, compile_, cl, gn in PATHS:
+            if args.paths and name not in args.paths:
+                continue
+            eng = GenerationEngine(var, vq, dtype=dtype, decode_batch=B, compile=compile_, channels_last=cl,
+                                   gn_channel_stats=gn)
             agree = {}
             if dtype != torch.float32:
                 agree["random init"] = agreement(idx32_init, eng.encode(test))
                 eng_fit = GenerationEngine(var, vq_fit, dtype=dtype, decode_batch=B, compile=compile_,
-                                           channels_last=cl)
+                                           channels_last=cl, gn_channel_stats=gn)
                 agree["k-means"] = agreement(idx32_fit, eng_fit.encode(test))
                 del eng_fit
                 checks[f"{name}: encode token agreement vs fp32"] = agree
@@ -134,7 +142,7 @@ def main():
     print("checks:", checks)
     print_table(rows, ["what", "path", "batch", "images_per_s", "reference_images_per_s", "agree_kmeans",
                        "agree_random_init", "peak_gb"])
-    write_result("vqvae", {"resolution": 256, "tokenizer": "vqvae-ch160v4096z32", "weights": "random",
+    write_result(args.out_name, {"resolution": 256, "tokenizer": "vqvae-ch160v4096z32", "weights": "random",
                            "tf32": False, "agreement_images": args.agree_images,
                            "kmeans_fit_images": args.fit_images}, rows, checks)
 

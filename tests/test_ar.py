@@ -134,3 +134,17 @@ def test_ar_trains_with_the_var_trainer_inputs_and_checkpoints(tmp_path):
 def test_arconfig_rejects_several_scales():
     with pytest.raises(ValueError, match="one scale"):
         ARConfig(patch_nums=(1, 2))
+
+
+def test_var_only_train_switches_are_refused_for_ar(tmp_path):
+    """Recompute and per-block compilation hook into VAR.forward; AR's trainer run says so instead of a TypeError."""
+    import numpy as np
+    from var.config import build_config
+    from var.train import TrainConfig, train_var
+    toks = {"idx_NL": np.zeros((4, 16), np.int16), "labels_N": np.zeros(4, np.int64), "patch_nums": np.array([4])}
+    for extra, key in [(dict(recompute_blocks=1), "train.recompute_blocks"),
+                       (dict(compile=True, compile_scope="block"), "train.compile_scope")]:
+        cfg = build_config(TrainConfig, dict(batch_size=2, max_steps=1, **extra), "train")
+        with pytest.raises(ValueError, match=key):
+            train_var(ar_model().train(), tiny_vqvae((4,)), toks, toks, cfg, out_dir=tmp_path / key, log=lambda s: None)
+    assert not any(tmp_path.glob("*/state.pt"))

@@ -115,6 +115,44 @@ def test_engine_switches_leave_the_callers_model_alone_and_fused_gelu_is_cpu_noo
         assert torch.equal(eng.var.blocks[0].ffn(x), var.blocks[0].ffn(x))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_groupnorm_channel_stats_is_group_norm(channels_last):
+    """GroupNorm.channel_stats (per-channel sums, then per group) computes F.group_norm, eager and compiled, also
+    on an offset input where a one-pass E[x^2] - E[x]^2 would lose digits."""
+    from var.vqvae import GroupNorm
+    torch.manual_seed(0)
+    gn = GroupNorm(32, 160, eps=1e-6)
+    gn.weight.data.normal_()
+    gn.bias.data.normal_()
+    x = torch.randn(3, 160, 9, 7) * 0.5 + 40.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref = torch.nn.functional.group_norm(x.double(), 32, gn.weight.double(), gn.bias.double(), 1e-6)
+    plain = gn(x)
+    gn.channel_stats = True
+    for out in (gn(x), torch.compile(gn)(x)):
+        err = (out.double() - ref).abs().max().item()
+        assert err <= 2 * (plain.double() - ref).abs().max().item() + 1e-6
+    with pytest.raises(AssertionError):     # and it is not a no-op: a wrong eps is visible at this tolerance
+        gn.eps = 1e-2
+        assert (gn(x).double() - ref).abs().max().item() < 1e-3
+
+
+def test_engine_gn_channel_stats_decodes_and_encodes_as_the_plain_vqvae():
+    var, vq = tiny_models()
+    eng = GenerationEngine(var, vq, dtype=torch.float32, gn_channel_stats=True)
+    from var.vqvae import GroupNorm
+    assert not any(m.channel_stats for m in vq.modules() if isinstance(m, GroupNorm))   # caller's model untouched
+    assert all(m.channel_stats for m in eng.vq_lp.modules() if isinstance(m, GroupNorm))
+    torch.manual_seed(1)
+    img = torch.rand(4, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        idx = vq.img_to_idx(img)
+        assert all(torch.equal(a, b) for a, b in zip(idx, eng.encode(img)))
+        f_hat = vq.quantize.idx_to_fhat(idx)
+        assert (eng.decode(f_hat) - vq.fhat_to_img(f_hat)).abs().max().item() < 1e-5
+
+
 def test_engine_blocks_are_world_size_independent():
     """generate_blocks with the engine: the same seeds per block as the plain path, so 2 ranks' blocks together are
     the 1-rank file, and the images equal the plain sampler's to uint8 rounding."""

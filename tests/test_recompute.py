@@ -1,11 +1,13 @@
 """Activation recompute (TrainConfig.recompute_blocks / recompute_ffn) is a memory switch: the same loss and
-gradients as the plain forward, eager and under torch.compile, with drop-path and label dropout on."""
+gradients as the plain forward, eager and under torch.compile (one graph per step, or per block: compile_scope),
+with drop-path and label dropout on."""
 import numpy as np
 import pytest
 import torch
 
 from var.config import VARConfig, build_config
-from var.train import TrainConfig, compiled_forward_loss, forward_loss, make_loss_fn, train_var
+from var.train import (TrainConfig, blockwise_compiled_forward_loss, compiled_forward_loss, forward_loss,
+                       make_loss_fn, train_var)
 from var.transformer import VAR
 from var.vqvae import VQVAE
 from var.config import VQVAEConfig
@@ -62,6 +64,25 @@ def test_compiled_recompute_computes_the_eager_function():
         assert max((a - b).abs().max().item() for a, b in zip(g_r, g_g)) < 1e-5 * scale
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(recompute_blocks=2)])
+def test_blockwise_compile_computes_the_eager_function(kw):
+    """compile_scope 'block': every block through one compiled AdaLNSelfAttn.forward (drop-path rates differ per
+    block and are not read, so they do not multiply the graphs), recompute as eager checkpoints of it."""
+    torch.set_num_threads(2)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    var = tiny()
+    ref = loss_and_grads(var, forward_loss)
+    got = loss_and_grads(var, blockwise_compiled_forward_loss(1.0), **kw)
+    for (l_r, g_r), (l_g, g_g) in zip(ref, got):
+        assert abs(l_r - l_g) < 1e-6 * l_r
+        scale = max(g.abs().max().item() for g in g_r)
+        assert max((a - b).abs().max().item() for a, b in zip(g_r, g_g)) < 1e-5 * scale
+    # block 0 (drop-path rate 0: no mask) and blocks 1-2 (a mask each), plus the cross entropy: a few graphs,
+    # not one per block and call
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 4
+
+
 def test_recompute_keys_are_speed_only(tmp_path):
     """A train_var run with recompute equals the plain run bit for bit on CPU, and resumes the plain run's state."""
     torch.manual_seed(0)
@@ -85,3 +106,5 @@ def test_recompute_keys_are_speed_only(tmp_path):
     assert make_loss_fn(build_config(TrainConfig, base, "train")) is forward_loss
     with pytest.raises(Exception, match="recompute_blocks"):
         build_config(TrainConfig, dict(base, recompute_blocks=-1), "train")
+    with pytest.raises(Exception, match="compile_scope"):
+        build_config(TrainConfig, dict(base, compile=True, compile_scope="layer"), "train")

@@ -31,9 +31,15 @@ def block_bounds(n: int, block_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + block_size, n)) for s in range(0, n, block_size)]
 
 
-def to_uint8(img_B3HW: torch.Tensor) -> np.ndarray:
-    """Images in [0, 1], (B, 3, H, W) -> uint8 (B, H, W, 3)."""
-    return (img_B3HW.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8(img_B3HW: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray:
+    """Images in [0, 1], (B, 3, H, W) -> uint8 (B, H, W, 3), written into `out` (C-contiguous) when given.
+    The HWC layout is made on the tensor's device, so the host receives one dense copy. (Before, a strided .cpu()
+    and a numpy assignment: a 50k run on an H200 spent 27.8 s, ~0.14 s per block of 250, outside the sampler.)"""
+    u8_BHW3 = (img_B3HW.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    if out is None:
+        return u8_BHW3.cpu().numpy()
+    torch.from_numpy(out).copy_(u8_BHW3)
+    return out
 
 
 def generate_blocks(var, vqvae, labels_N: np.ndarray, *, block_size: int, seed: int, world: World = World(),
@@ -60,8 +66,7 @@ def generate_blocks(var, vqvae, labels_N: np.ndarray, *, block_size: int, seed: 
         if into is None:
             out[b] = to_uint8(img_B3HW)
         else:
-            into[s:e] = to_uint8(img_B3HW)
-            out[b] = into[s:e]
+            out[b] = to_uint8(img_B3HW, out=into[s:e])
         done += e - s
         if progress is not None:
             progress(done)

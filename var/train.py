@@ -36,6 +36,7 @@ from var.config import config_to_dict
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, chunk_seed, current_world, my_chunks
 from var.io import atomic_torch_save, load_npz, load_torch
 from var.schedule import SCHEDULES, lr_wd_at, peak_lr_for
+from var.transformer import compiled_block_fn
 
 NAN_POLICIES = ("raise", "skip")
 _MAX_CONSECUTIVE_SKIPS = 20   # a run that keeps producing non-finite losses has diverged; stop it
@@ -79,6 +80,9 @@ class TrainConfig:
     # (Inductor fuses the AdaLN / q-k norm / GELU chains and the cross entropy), and let its partitioner
     # recompute cheap activations in the backward to keep at most this fraction of them (1.0: its default).
     compile: bool = False
+    # What one torch.compile graph covers: 'step' (forward + loss, the fastest) or 'block' (each transformer block
+    # and the loss; recompute_blocks then frees memory as eager checkpointing does: the low-memory setting).
+    compile_scope: str = "step"
     activation_memory_budget: float = 1.0
     # Speed/memory only, like the two above: activation checkpointing of the first `recompute_blocks` transformer
     # blocks (their forward is recomputed in the backward) and, with recompute_ffn, of every other block's FFN.
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if not 0 < self.activation_memory_budget <= 1:
             raise ValueError(f"activation_memory_budget must be in (0, 1], got {self.activation_memory_budget}")
+        if self.compile_scope not in ("step", "block"):
+            raise ValueError(f"compile_scope must be 'step' or 'block', got {self.compile_scope!r}")
         if self.recompute_blocks < 0:
             raise ValueError(f"recompute_blocks must be >= 0, got {self.recompute_blocks}")
 
@@ -210,18 +216,24 @@ def mean_token_loss(loss_BL: torch.Tensor) -> torch.Tensor:
     return loss_BL.mul(1.0 / L).sum(dim=-1).mean()
 
 
+def _loss_from_logits(logits_BLV: torch.Tensor, idx_BL: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    return mean_token_loss(token_ce_BL(logits_BLV, idx_BL, label_smoothing))
+
+
 def forward_loss(net, label_B: torch.Tensor, x_BLCv: torch.Tensor, idx_BL: torch.Tensor, label_gen,
                  label_smoothing: float, use_bf16: bool, recompute_blocks: int = 0,
-                 recompute_ffn: bool = False) -> torch.Tensor:
+                 recompute_ffn: bool = False, block_fn=None, loss_from_logits=_loss_from_logits) -> torch.Tensor:
     """Mean token loss of a (chunk of a) batch; label_gen None: a model without a label-dropout generator.
-    recompute_*: activation checkpointing inside VAR.forward (TrainConfig). This whole function is what
-    TrainConfig.compile hands to torch.compile."""
+    recompute_* / block_fn: activation checkpointing and the block call inside VAR.forward (TrainConfig). This
+    whole function is what TrainConfig.compile (compile_scope 'step') hands to torch.compile."""
     kw = {} if label_gen is None else {"generator": label_gen}
     if recompute_blocks or recompute_ffn:
         kw.update(recompute_blocks=recompute_blocks, recompute_ffn=recompute_ffn)
+    if block_fn is not None:
+        kw["block_fn"] = block_fn
     with torch.autocast(x_BLCv.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         logits_BLV = net(label_B, x_BLCv, **kw)
-    return mean_token_loss(token_ce_BL(logits_BLV, idx_BL, label_smoothing))
+    return loss_from_logits(logits_BLV, idx_BL, label_smoothing)
 
 
 def compiled_forward_loss(activation_memory_budget: float = 1.0):
@@ -238,9 +250,33 @@ def compiled_forward_loss(activation_memory_budget: float = 1.0):
     return loss_fn
 
 
+def blockwise_compiled_forward_loss(activation_memory_budget: float = 1.0):
+    """compile_scope 'block': forward_loss eagerly, with each transformer block and the cross entropy through
+    torch.compile (var.transformer.compiled_block_fn). Activation recompute then stays eager autograd, which frees
+    each recomputed block in the backward before recomputing the next; under one compiled step graph much less is
+    freed (measured on CPU, benchmarks/explore/perf4_recompute_cpu_memory.py: recomputing 3 of 6 blocks lowered the
+    backward's peak by 12% in one step graph and by 66% here; on an H200, recomputing 8 of 16 blocks lowered the
+    step graph's peak by 3.8 GB, here by 13.3 GB). Same function as eager, to float rounding; fallback_random as
+    in compiled_forward_loss."""
+    block_fn = compiled_block_fn()
+    ce = torch.compile(_loss_from_logits)
+
+    def loss_fn(*args, **kwargs):
+        with torch._functorch.config.patch(activation_memory_budget=activation_memory_budget), \
+                torch._inductor.config.patch(fallback_random=True):
+            return forward_loss(*args, **kwargs, block_fn=block_fn, loss_from_logits=ce)
+    return loss_fn
+
+
 def make_loss_fn(cfg: TrainConfig):
-    """forward_loss as TrainConfig asks: eager or compiled, with its activation-recompute settings bound."""
-    base = compiled_forward_loss(cfg.activation_memory_budget) if cfg.compile else forward_loss
+    """forward_loss as TrainConfig asks: eager or compiled (per step or per block), with its activation-recompute
+    settings bound."""
+    if not cfg.compile:
+        base = forward_loss
+    elif cfg.compile_scope == "block":
+        base = blockwise_compiled_forward_loss(cfg.activation_memory_budget)
+    else:
+        base = compiled_forward_loss(cfg.activation_memory_budget)
     if not (cfg.recompute_blocks or cfg.recompute_ffn):
         return base
 
@@ -249,7 +285,7 @@ def make_loss_fn(cfg: TrainConfig):
     return loss_fn
 
 
-SPEED_ONLY_KEYS = ("compile", "activation_memory_budget", "recompute_blocks", "recompute_ffn")
+SPEED_ONLY_KEYS = ("compile", "compile_scope", "activation_memory_budget", "recompute_blocks", "recompute_ffn")
 
 
 def _run_keys(cfg_dict: dict) -> dict:
@@ -420,6 +456,11 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     # Label dropout (CFG) draws from its own generator when the model accepts one (VAR does); drop-path and
     # dropout use the global RNG. Both states are checkpointed.
     takes_gen = "generator" in inspect.signature(model.forward).parameters
+    per_block = {"recompute_blocks": cfg.recompute_blocks, "recompute_ffn": cfg.recompute_ffn,
+                 "compile_scope": cfg.compile and cfg.compile_scope == "block"}
+    if any(per_block.values()) and "block_fn" not in inspect.signature(model.forward).parameters:
+        keys = ", ".join(f"train.{k}" for k, v in per_block.items() if v)
+        raise ValueError(f"{keys}: VAR-only switches, not supported by {type(model).__name__}")
     label_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     if state_path.is_file():
         st = load_torch(state_path, map_location=device)

@@ -59,9 +59,11 @@ class DropPath(nn.Module):
         # `training` first: in eval mode the rate is never read, so torch.compile does not specialise on it (with
         # float specialisation, as in torch 2.11, every block's own rate was a recompile, and after 8 the engine's
         # shared compiled block fell back to eager: measured on an H200)
-        if not self.training or self.p == 0.0:
+        if not self.training:
             return x
-        if mask is None:
+        if mask is None:    # with a mask given the rate is not read either (one compiled graph for every block)
+            if self.p == 0.0:
+                return x
             mask = drop_path_masks(x.shape[0], [self.p], x.device)[0]
         return x * mask.to(x.dtype).view((x.shape[0],) + (1,) * (x.ndim - 1))
 
@@ -186,6 +188,22 @@ class AdaLNSelfAttn(nn.Module):
         x_BLC = x_BLC + self.drop_path(self.attn(self.ln_wo_grad(x_BLC).mul(s1.add(1)).add_(b1), attn_bias,
                                                  kv, pos).mul_(g1), m1)
         return x_BLC + self.drop_path(ffn(self.ln_wo_grad(x_BLC).mul(s2.add(1)).add_(b2)).mul(g2), m2)
+
+
+def _call_block(block: AdaLNSelfAttn, x_BLC, cond, attn_bias, dp_masks, recompute_ffn: bool):
+    return block(x_BLC, cond, attn_bias, dp_masks=dp_masks, recompute_ffn=recompute_ffn)
+
+
+def compiled_block_fn():
+    """A block_fn for VAR.forward: AdaLNSelfAttn.forward through torch.compile, one graph for every block (the
+    weights are graph inputs). Dynamo's per-function recompile limit is raised while it runs: blocks with and
+    without a drop-path mask, and the train/eval modes, are separate graphs."""
+    from .engine import _with_compile_limit
+    fwd = _with_compile_limit(torch.compile(AdaLNSelfAttn.forward))
+
+    def call(block, x_BLC, cond, attn_bias, dp_masks, recompute_ffn: bool):
+        return fwd(block, x_BLC, cond, attn_bias, None, 0, None, dp_masks, recompute_ffn)
+    return call
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -325,13 +343,16 @@ class VAR(nn.Module):
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, label_B: torch.Tensor, x_BLCv: torch.Tensor, generator: torch.Generator | None = None, *,
-                recompute_blocks: int = 0, recompute_ffn: bool = False) -> torch.Tensor:
+                recompute_blocks: int = 0, recompute_ffn: bool = False, block_fn=None) -> torch.Tensor:
         """Teacher-forced forward: labels (B,) and x (B, L - first_l, Cvae) -> logits (B, L, V) float32.
 
         Label dropout is applied only in training mode (the reference applies it in eval mode too).
         Training memory (the same function and gradients; TrainConfig.recompute_*): the first `recompute_blocks`
         blocks keep only their input and are recomputed in the backward (activation checkpointing); with
         `recompute_ffn` every other block recomputes its FFN.
+        block_fn(block, x, cond, attn_bias, dp_masks, recompute_ffn) -> x: how a block is called (default: the
+        block itself; TrainConfig.compile_scope 'block' passes a compiled AdaLNSelfAttn.forward). Recompute wraps
+        that call, eagerly, so the autograd engine frees each recomputed block before the next one runs.
         """
         B = x_BLCv.shape[0]
         if self.training:
@@ -345,11 +366,11 @@ class VAR(nn.Module):
         dp = [None] * (2 * len(self.blocks))
         if self.training:
             dp = drop_path_masks(B, [b.drop_path.p for b in self.blocks for _ in range(2)], x_BLC.device)
+        call = block_fn or _call_block
         for i, block in enumerate(self.blocks):
             masks = (dp[2 * i], dp[2 * i + 1])
             if i < recompute_blocks and torch.is_grad_enabled():
-                x_BLC = checkpoint(block, x_BLC, cond, attn_bias, dp_masks=masks, use_reentrant=False)
+                x_BLC = checkpoint(call, block, x_BLC, cond, attn_bias, masks, False, use_reentrant=False)
             else:
-                x_BLC = block(x_BLC, cond, attn_bias, dp_masks=masks, recompute_ffn=recompute_ffn
-                              and torch.is_grad_enabled())
+                x_BLC = call(block, x_BLC, cond, attn_bias, masks, recompute_ffn and torch.is_grad_enabled())
         return self.logits(x_BLC, cond_BD)

@@ -13,8 +13,52 @@ from .config import VQVAEConfig
 from .quant import MultiScaleQuantizer
 
 
-def Normalize(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters, same checkpoint keys) with a second way to compute it, for fast paths.
+
+    `channel_stats` (off by default; var/engine.py sets it on its low-precision copy): the statistics are reduced
+    per channel over the spatial dims first (mean and variance in one float32 pass) and then combined per group,
+    and the normalisation is one per-channel scale and shift. The same function to
+    rounding. Why: under torch.compile the decoder runs channels-last, where a group's 5 channels (ch 160, 32
+    groups) are 10-byte pieces strided by the row, and Inductor's fused group-norm reduction reads them so;
+    per-channel reductions read whole rows of channels.
+    """
+
+    channel_stats = False
+
+    def forward(self, x):
+        if not self.channel_stats:
+            return super().forward(x)
+        N, C, G = x.shape[0], x.shape[1], self.num_groups
+        per_group, dims = C // G, tuple(range(2, x.ndim))
+        shape = (N, C) + (1,) * (x.ndim - 2)
+        xf = x.float()
+        # one pass (Welford per channel), then the law of total variance over a group's equally sized channels:
+        # var_g = mean_c(var_c) + mean_c((mean_c - mean_g)^2), exact, without the cancellation of E[x^2] - E[x]^2
+        var_NC, mean_NC = torch.var_mean(xf, dim=dims, correction=0)
+        mean_NGc, var_NGc = mean_NC.view(N, G, per_group), var_NC.view(N, G, per_group)
+        mean_NG = mean_NGc.mean(dim=2)
+        var_NG = var_NGc.mean(dim=2) + (mean_NGc - mean_NG.unsqueeze(2)).square().mean(dim=2)
+        mean_NC = mean_NG.repeat_interleave(per_group, dim=1)
+        scale_NC = torch.rsqrt(var_NG + self.eps).repeat_interleave(per_group, dim=1)
+        if self.affine:
+            scale_NC = scale_NC * self.weight
+            shift_NC = self.bias - mean_NC * scale_NC
+        else:
+            shift_NC = -mean_NC * scale_NC
+        return (xf * scale_NC.view(shape) + shift_NC.view(shape)).to(x.dtype)
+
+
+def Normalize(channels: int) -> GroupNorm:
+    return GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def set_channel_stats(module: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every GroupNorm of `module` to (or back from) the per-channel statistics (GroupNorm.channel_stats)."""
+    for m in module.modules():
+        if isinstance(m, GroupNorm):
+            m.channel_stats = on
+    return module
 
 
 class Upsample2x(nn.Module):
