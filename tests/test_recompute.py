@@ -106,5 +106,11 @@ def test_recompute_keys_are_speed_only(tmp_path):
     assert make_loss_fn(build_config(TrainConfig, base, "train")) is forward_loss
     with pytest.raises(Exception, match="recompute_blocks"):
         build_config(TrainConfig, dict(base, recompute_blocks=-1), "train")
+    # the low-memory setting through the trainer: per-block compilation with eager recompute, the same run to
+    # float rounding, and it resumes the plain run's state (speed-only keys)
+    cfg_b = build_config(TrainConfig, dict(base, compile=True, compile_scope="block", recompute_blocks=2), "train")
+    m_b = train_var(tiny(), vq, toks, toks, cfg_b, out_dir=tmp_path / "b", log=lambda s: None)
+    assert abs(m_b["val_loss"] - m_plain["val_loss"]) < 1e-6 * m_plain["val_loss"]
+    assert train_var(tiny(), vq, toks, toks, cfg_b, out_dir=tmp_path / "p", log=lambda s: None)["step"] == 6
     with pytest.raises(Exception, match="compile_scope"):
         build_config(TrainConfig, dict(base, compile=True, compile_scope="layer"), "train")
