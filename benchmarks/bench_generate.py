@@ -76,7 +76,7 @@ def parse_mode(mode: str) -> dict:
     if unknown:
         raise ValueError(f"unknown mode parts {sorted(unknown)} in {mode!r}")
     return dict(cuda_graphs="engine" in parts, compile="compile" in parts, channels_last="cl" in parts,
-                fused_gelu="nofg" not in parts, gn_channel_stats="nogn" not in parts and "compile" in parts)
+                fused_gelu="nofg" not in parts, gn_channel_stats=False if "nogn" in parts else None)
 
 
 @torch.no_grad()

@@ -63,10 +63,7 @@ def generate_blocks(var, vqvae, labels_N: np.ndarray, *, block_size: int, seed: 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - t0
-        if into is None:
-            out[b] = to_uint8(img_B3HW)
-        else:
-            out[b] = to_uint8(img_B3HW, out=into[s:e])
+        out[b] = to_uint8(img_B3HW, out=None if into is None else into[s:e])
         done += e - s
         if progress is not None:
             progress(done)

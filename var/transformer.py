@@ -31,6 +31,17 @@ def flex_attention(q, k, v, block_mask, scale):
     return _FLEX(q, k, v, block_mask=block_mask, scale=scale)
 
 
+def _with_compile_limit(fn, limit: int = 64):
+    """fn with dynamo's per-function recompile limit raised to `limit` during its calls only (not process-wide)."""
+    import torch._dynamo.config as dynamo_config
+    key = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+
+    def call(*args, **kwargs):
+        with dynamo_config.patch(**{key: max(limit, getattr(dynamo_config, key))}):
+            return fn(*args, **kwargs)
+    return call
+
+
 @torch.compiler.disable
 def drop_path_masks(B: int, probs: list[float], device) -> list[torch.Tensor | None]:
     """Per-sample stochastic-depth multipliers (B, 1, 1) (0 or 1/keep, float32), one per entry of `probs`, drawn
@@ -198,7 +209,6 @@ def compiled_block_fn():
     """A block_fn for VAR.forward: AdaLNSelfAttn.forward through torch.compile, one graph for every block (the
     weights are graph inputs). Dynamo's per-function recompile limit is raised while it runs: blocks with and
     without a drop-path mask, and the train/eval modes, are separate graphs."""
-    from .engine import _with_compile_limit
     fwd = _with_compile_limit(torch.compile(AdaLNSelfAttn.forward))
 
     def call(block, x_BLC, cond, attn_bias, dp_masks, recompute_ffn: bool):

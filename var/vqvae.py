@@ -18,10 +18,10 @@ class GroupNorm(nn.GroupNorm):
 
     `channel_stats` (off by default; var/engine.py sets it on its low-precision copy): the statistics are reduced
     per channel over the spatial dims first (mean and variance in one float32 pass) and then combined per group,
-    and the normalisation is one per-channel scale and shift. The same function to
-    rounding. Why: under torch.compile the decoder runs channels-last, where a group's 5 channels (ch 160, 32
-    groups) are 10-byte pieces strided by the row, and Inductor's fused group-norm reduction reads them so;
-    per-channel reductions read whole rows of channels.
+    and the normalisation is one per-channel scale and shift. The same function to rounding. Why: under
+    torch.compile the decoder runs channels-last, where a group's 5 channels (ch 160, 32 groups) are 10-byte pieces
+    strided by the row, and Inductor's fused group-norm reduction reads them so; per-channel reductions read whole
+    rows of channels.
     """
 
     channel_stats = False
@@ -39,13 +39,13 @@ class GroupNorm(nn.GroupNorm):
         mean_NGc, var_NGc = mean_NC.view(N, G, per_group), var_NC.view(N, G, per_group)
         mean_NG = mean_NGc.mean(dim=2)
         var_NG = var_NGc.mean(dim=2) + (mean_NGc - mean_NG.unsqueeze(2)).square().mean(dim=2)
-        mean_NC = mean_NG.repeat_interleave(per_group, dim=1)
+        group_mean_NC = mean_NG.repeat_interleave(per_group, dim=1)
         scale_NC = torch.rsqrt(var_NG + self.eps).repeat_interleave(per_group, dim=1)
         if self.affine:
             scale_NC = scale_NC * self.weight
-            shift_NC = self.bias - mean_NC * scale_NC
+            shift_NC = self.bias - group_mean_NC * scale_NC
         else:
-            shift_NC = -mean_NC * scale_NC
+            shift_NC = -group_mean_NC * scale_NC
         return (xf * scale_NC.view(shape) + shift_NC.view(shape)).to(x.dtype)
 
 
