@@ -32,8 +32,7 @@ class GraphRunner:
         p = var.pos_1LC
         C = var.C
         self.cond = torch.zeros(batch2, C, device=p.device, dtype=p.dtype)
-        self.mods = [None if m is None else [torch.zeros(batch2, 1, C, device=p.device, dtype=p.dtype)
-                                             for _ in range(6)] for m in var.modulations(self.cond)]
+        self.mods = _static_mods(var, batch2)
         self.kv_cache = var.new_kv_cache(batch2)
         self.x_in, self.pos = [], []
         pos = 0
@@ -81,6 +80,45 @@ class GraphRunner:
         return self.logits_out[si]
 
 
+def _static_mods(var: VAR, batch2: int) -> list:
+    """Per block, six contiguous (batch2, 1, C) buffers for the AdaLN modulation (None where AdaLN is off): the
+    compiled block is guarded on their layout, so the priming and the runners use the same kind."""
+    p = var.pos_1LC
+    return [[torch.zeros(batch2, 1, var.C, device=p.device, dtype=p.dtype) for _ in range(6)] if b.adaln else None
+            for b in var.blocks]
+
+
+@torch.no_grad()
+def prime_compiled(var: VAR, block_fn, head_fn, batch2: int) -> list[tuple[int, int]]:
+    """Call the compiled block and head once per scale, largest scale first, on zeros at batch2 rows (one block, a
+    scratch KV cache of one block). Returns the (rows, tokens) of the calls, in order.
+
+    Why: each Inductor Triton kernel with several candidate launch configurations benchmarks them at its first launch
+    and keeps the winner for every later shape (torch/_inductor/runtime/triton_heuristics.py,
+    CachingAutotuner.run -> autotune_to_one_config). The block graphs are compiled with dynamic shapes, so whichever
+    call comes first decides the configuration of every scale at every batch size. Without this, that first call was
+    the 4-token scale of whatever batch the caller began with (8 images in bench_generate's checks), where the
+    timings are noise. Priming at the largest shapes makes the benchmark that decides see real work.
+    Measured (benchmarks/explore/perf5_prime_order.py, one H200, 4 fresh-cache processes each): the same speed as
+    without (d16 batch-256 transformer steps 0.344-0.349 s against 0.341-0.350 s; none of the 8 processes
+    reproduced the slow machine's 0.391 s, whose cause is still unknown) and 13 s less set-up (36 s against 49 s).
+    """
+    block = var.blocks[0]
+    p = var.pos_1LC
+    kv = var.new_kv_cache(batch2, max_len=var.L)[0]
+    for buf in kv:
+        buf.zero_()
+    cond = torch.zeros(batch2, var.C, device=p.device, dtype=p.dtype)
+    m = _static_mods(var, batch2)[0]
+    starts = [bg for bg, _ in var.begin_ends]
+    calls = []
+    for si in sorted(range(len(var.patch_nums)), key=lambda i: -var.patch_nums[i]):
+        x = torch.zeros(batch2, var.patch_nums[si] ** 2, var.C, device=p.device, dtype=p.dtype)
+        head_fn(var, block_fn(block, x, kv, starts[si], m), cond)
+        calls.append((batch2, x.shape[1]))
+    return calls
+
+
 class GenerationEngine:
     """generate(...) computes var.sampling.sample's function, with the levers listed in the module docstring.
 
@@ -93,7 +131,7 @@ class GenerationEngine:
                  cuda_graphs: bool | None = None, max_batch: int | None = None, decode_batch: int = 64,
                  kv_budget: float = 0.3, compile: bool = False, channels_last: bool = False,
                  encode_dtype: torch.dtype | None = None, fused_gelu: bool = True,
-                 gn_channel_stats: bool | None = None):
+                 gn_channel_stats: bool | None = None, prime_batch: int | None = 64):
         device = var.pos_1LC.device
         self.device, self.dtype = device, dtype
         self.var = copy.deepcopy(var).to(dtype).eval()    # a copy: the switches below never touch the caller's model
@@ -119,7 +157,10 @@ class GenerationEngine:
         # The encoder may run in another precision than the decoder: token agreement with fp32 depends on the
         # mantissa (fp16: 10 bits, bf16: 7), the decoder's output does not need it. Default: fp16 beside a 16-bit
         # engine (measured on an H200, ch160 random weights: 99.75% token agreement vs bf16's 98.1%, same speed);
-        # a chunk whose fp16 features are not finite (range overflow) is re-encoded in fp32.
+        # a chunk whose fp16 features are not finite (range overflow) is re-encoded in fp32. Agreement also
+        # depends on the codebook: with one fitted by k-means it fell to 96.0% (a flipped near-tie changes the
+        # residual of every finer scale), and a per-image fp32 fallback on near-ties would redo nearly every image
+        # (benchmarks/explore/perf6_encode_margins.py). The pipeline's tokens stage therefore encodes in fp32.
         if encode_dtype is None:
             encode_dtype = torch.float16 if dtype in (torch.bfloat16, torch.float16) else dtype
         self.encode_dtype = encode_dtype
@@ -136,6 +177,9 @@ class GenerationEngine:
             max_batch = max(1, int(kv_budget * total // kv_per_image))
         self.max_batch = max_batch
         self._runners: dict[int, GraphRunner] = {}
+        # Compiled engines run prime_compiled once, before their first CUDA graphs, at max(first batch, prime_batch)
+        # images (None: off, the first real call decides Inductor's launch configurations).
+        self.prime_batch, self.primed = prime_batch, None
         self.block_fn = self.head_fn = None
         if compile:
             # One compiled graph serves every block and every scale (weights are inputs, lengths symbolic), so
@@ -177,6 +221,8 @@ class GenerationEngine:
         if not self.cuda_graphs:
             return EagerRunner(self.var)
         if B not in self._runners:
+            if self.block_fn is not None and self.prime_batch is not None and self.primed is None:
+                self.primed = prime_compiled(self.var, self.block_fn, self.head_fn, 2 * max(B, self.prime_batch))
             while len(self._runners) >= 2:   # each runner holds a KV cache: keep the two most recent sizes
                 self._runners.pop(next(iter(self._runners)))
             self._runners[B] = GraphRunner(self.var, 2 * B, self.block_fn, self.head_fn)
