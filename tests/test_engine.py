@@ -92,11 +92,20 @@ def test_chunked_generation_is_deterministic_and_shaped():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_engine_equals_plain_sampler_on_gpu(monkeypatch):
+def test_cuda_graph_engine_equals_plain_sampler_on_gpu():
     # true fp32 on both paths: with cuDNN's default TF32 the phi convolution rounds its inputs to 10 mantissa bits,
-    # and inputs 1e-7 apart (matmul vs kernel bicubic) can round apart, so f_hat would differ by ~1e-4
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    # and inputs 1e-7 apart (matmul vs kernel bicubic) can round apart, so f_hat would differ by ~1e-4.
+    # Saved and restored by hand: torch.backends.cuda.matmul.allow_tf32 is not a plain attribute (torch 2.11's
+    # cuBLASModule answers it through __getattr__), so pytest's monkeypatch cannot undo it.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        _cuda_graph_engine_equals_plain_sampler()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _cuda_graph_engine_equals_plain_sampler():
     var, vq = tiny_models("cuda")
     g = torch.Generator(device="cuda")
     idx_a, img_a = sample(var, vq, 6, None, generator=g.manual_seed(3), **KW)
@@ -239,3 +248,51 @@ def test_engine_compiled_calls_raise_the_recompile_limit_only_for_themselves():
     assert du.counters["stats"]["unique_graphs"] == default + 3
     assert getattr(dc, key) == default           # the process-wide setting is untouched
     torch._dynamo.reset()
+
+
+def test_priming_runs_the_graphs_sampling_uses_largest_scale_first():
+    """prime_compiled calls the compiled block/head once per scale, largest first, at its own batch; the runner's
+    later calls at another batch then compile nothing new, so the first launch of every kernel (where Inductor picks
+    its launch configuration) was the priming's. The runner's compiled scale steps still equal the eager ones."""
+    import torch._dynamo.utils as du
+    from var.engine import GraphRunner, prime_compiled
+    from var.transformer import AdaLNSelfAttn
+    var, _ = tiny_models()
+    torch._dynamo.reset()
+    du.counters.clear()
+    fwd = torch.compile(AdaLNSelfAttn.forward, dynamic=True)
+    head = torch.compile(VAR.logits, dynamic=True)
+    block_fn = lambda block, x, kv, pos, m: fwd(block, x, None, None, kv, pos, m)  # noqa: E731  (as the engine's)
+    calls = prime_compiled(var, block_fn, head, 12)
+    assert calls == [(12, 16), (12, 4), (12, 1)]
+    graphs = du.counters["stats"]["unique_graphs"]
+    assert graphs >= 2
+    runner = GraphRunner(var, 6, block_fn, head)     # another batch, the runner's own buffers; no capture on CPU
+    cond = torch.randn(6, 64)
+    mods = var.modulations(cond)
+    kv_eager = var.new_kv_cache(6)
+    with torch.no_grad():
+        runner.cond.copy_(cond)
+        for static, m in zip(runner.mods, mods):
+            for s_, v in zip(static, m):
+                s_.copy_(v.expand_as(s_))
+        for si in range(len(PN)):
+            runner.x_in[si].normal_()
+            got = runner._run(si)
+            ref = var.logits(var.forward_cached(runner.x_in[si], mods, kv_eager, runner.pos[si]), cond)
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert du.counters["stats"]["unique_graphs"] == graphs, dict(du.counters["stats"])
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_engine_primes_once_before_its_first_graphs_on_gpu():
+    var, vq = tiny_models("cuda")
+    eng = GenerationEngine(var, vq, dtype=torch.bfloat16, compile=True, prime_batch=16)
+    assert eng.primed is None
+    eng.generate(3, seed=0, **KW)
+    assert eng.primed == [(32, 16), (32, 4), (32, 1)]
+    first = eng.primed
+    eng.generate(40, seed=0, **KW)                  # a new batch size: new graphs, no second priming
+    assert eng.primed is first
+
