@@ -86,8 +86,9 @@ def main():
     ap.add_argument("--fit-images", type=int, default=512)
     ap.add_argument("--paths", nargs="*", default=[], help="only these paths (names as in PATHS)")
     ap.add_argument("--out-name", default="vqvae", help="result file name prefix")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script, not a measurement")
     args = ap.parse_args()
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)

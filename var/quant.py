@@ -70,12 +70,44 @@ class MultiScaleQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / cfg.vocab_size, 1.0 / cfg.vocab_size)
 
     # ----------------------------------------------------------------------------------------- helpers
-    def nearest_code(self, z_NC: torch.Tensor) -> torch.Tensor:
-        """argmin_j ||z - e_j||^2, computed as ||z||^2 + ||e||^2 - 2 z.e (first minimum wins)."""
+    def nearest_code(self, z_NC: torch.Tensor, return_margin: bool = False):
+        """argmin_j ||z - e_j||^2, computed as ||z||^2 + ||e||^2 - 2 z.e (first minimum wins).
+
+        return_margin: also (sqrt(d_2) - sqrt(d_1)) / 2 per row, d_1 <= d_2 the two smallest squared distances. No
+        perturbation of z shorter than it changes the choice: for every other code j, by the triangle inequality
+        ||z + u - e_1|| <= sqrt(d_1) + |u| < sqrt(d_j) - |u| <= ||z + u - e_j||. (The exact distance to the Voronoi
+        boundary can be larger; this bound needs only the two smallest distances.)"""
         e_VC = self.embedding.weight.detach()
         d_NV = z_NC.square().sum(dim=1, keepdim=True) + e_VC.square().sum(dim=1)
         d_NV = torch.addmm(d_NV, z_NC, e_VC.T, beta=1, alpha=-2)
-        return d_NV.argmin(dim=1)
+        idx_N = d_NV.argmin(dim=1)
+        if not return_margin:
+            return idx_N
+        # Over distinct codes only: copies of one vector (k-means restarts, dead-code resets) tie exactly for every
+        # z, so the first copy always wins and they cannot flip the choice.
+        d2_N2 = d_NV[:, self._distinct_codes(e_VC)].topk(2, dim=1, largest=False).values.clamp_min(0).sqrt()
+        return idx_N, (d2_N2[:, 1] - d2_N2[:, 0]) / 2
+
+    def _distinct_codes(self, e_VC: torch.Tensor) -> torch.Tensor:
+        """Index of the first copy of each distinct codebook vector (cached per codebook version)."""
+        key = (e_VC.data_ptr(), self.embedding.weight._version, e_VC.dtype)
+        if getattr(self, "_distinct_key", None) != key:
+            _, inv_V = torch.unique(e_VC, dim=0, return_inverse=True)
+            first = torch.full((int(inv_V.max()) + 1,), e_VC.shape[0], dtype=torch.long, device=e_VC.device)
+            first.scatter_reduce_(0, inv_V, torch.arange(e_VC.shape[0], device=e_VC.device), reduce="amin")
+            self._distinct_key, self._distinct = key, first.sort().values
+        return self._distinct
+
+    def _code_map(self, z_BChw: torch.Tensor, margin_B: torch.Tensor | None) -> torch.Tensor:
+        """Nearest codes of a (B, C, h, w) map as (B, h*w); writes each image's smallest margin into margin_B (a
+        column of the caller's (B, K)) when given."""
+        B, C = z_BChw.shape[:2]
+        z_NC = z_BChw.permute(0, 2, 3, 1).reshape(-1, C)
+        if margin_B is None:
+            return self.nearest_code(z_NC).view(B, -1)
+        idx_N, m_N = self.nearest_code(z_NC, return_margin=True)
+        margin_B.copy_(m_N.view(B, -1).amin(dim=1))
+        return idx_N.view(B, -1)
 
     def upsample_phi(self, h_BChw: torch.Tensor, si: int) -> torch.Tensor:
         """Bicubic upsampling to pn_K (skipped at the last scale), then the scale's phi."""
@@ -99,24 +131,29 @@ class MultiScaleQuantizer(nn.Module):
 
     # ----------------------------------------------------------------------------------------- encode
     @torch.no_grad()
-    def f_to_idx(self, f_BChw: torch.Tensor, return_fhat: bool = False):
-        """Features (B, Cvae, pn_K, pn_K) -> list of token maps (B, pn^2); optionally cumulative f_hat per scale."""
+    def f_to_idx(self, f_BChw: torch.Tensor, return_fhat: bool = False, return_margin: bool = False):
+        """Features (B, Cvae, pn_K, pn_K) -> list of token maps (B, pn^2); optionally cumulative f_hat per scale,
+        and (last) each image's smallest nearest-code margin per scale, (B, K) (nearest_code): an error in f leaves
+        every token unchanged if, at each scale, its area-pooled per-position norm stays below that scale's margin
+        (with equal tokens so far, the residuals differ by the same error; pooling averages positions, so the
+        unpooled per-position norm bounds it)."""
         B, C, H, W = f_BChw.shape
         f_rest = f_BChw.detach().clone()
         f_hat = torch.zeros_like(f_rest)
         idx_list, fhat_list = [], []
         K = len(self.patch_nums)
+        margin_BK = f_rest.new_empty(B, K) if return_margin else None
         for si, pn in enumerate(self.patch_nums):
             z_BChw = F.interpolate(f_rest, size=(pn, pn), mode="area") if si != K - 1 else f_rest
-            idx_N = self.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
-            idx_Bl = idx_N.view(B, pn * pn)
+            idx_Bl = self._code_map(z_BChw, None if margin_BK is None else margin_BK[:, si])
             h_BChw = self.upsample_phi(self.embed_idx(idx_Bl, pn), si)
             f_hat.add_(h_BChw)
             f_rest.sub_(h_BChw)
             idx_list.append(idx_Bl)
             if return_fhat:
                 fhat_list.append(f_hat.clone())
-        return (idx_list, fhat_list) if return_fhat else idx_list
+        out = (idx_list,) + ((fhat_list,) if return_fhat else ()) + ((margin_BK,) if return_margin else ())
+        return out if len(out) > 1 else idx_list
 
     # ----------------------------------------------------------------------------------------- decode
     def idx_to_fhat(self, idx_list: list[torch.Tensor], cumulative: bool = False):

@@ -26,15 +26,14 @@ class IndependentQuantizer(MultiScaleQuantizer):
         return F.interpolate(f_BChw, size=(pn, pn), mode="area") if si != len(self.patch_nums) - 1 else f_BChw
 
     @torch.no_grad()
-    def f_to_idx(self, f_BChw: torch.Tensor, return_fhat: bool = False):
-        B, C = f_BChw.shape[:2]
-        idx_list = []
-        for si, pn in enumerate(self.patch_nums):
-            z_BChw = self._scale_input(f_BChw.detach(), si)
-            idx_list.append(self.nearest_code(z_BChw.permute(0, 2, 3, 1).reshape(-1, C)).view(B, pn * pn))
-        if return_fhat:
-            return idx_list, self.idx_to_fhat(idx_list, cumulative=True)
-        return idx_list
+    def f_to_idx(self, f_BChw: torch.Tensor, return_fhat: bool = False, return_margin: bool = False):
+        B = f_BChw.shape[0]
+        margin_BK = f_BChw.new_empty(B, len(self.patch_nums)) if return_margin else None
+        idx_list = [self._code_map(self._scale_input(f_BChw.detach(), si), None if margin_BK is None else
+                                   margin_BK[:, si]) for si in range(len(self.patch_nums))]
+        out = (idx_list,) + ((self.idx_to_fhat(idx_list, cumulative=True),) if return_fhat else ()) \
+            + ((margin_BK,) if return_margin else ())
+        return out if len(out) > 1 else idx_list
 
     def idx_to_fhat(self, idx_list: list[torch.Tensor], cumulative: bool = False):
         """f_hat = mean over the given scales of h_k; cumulative: the mean of the first k scales, k = 1..K."""
