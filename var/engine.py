@@ -105,7 +105,7 @@ def prime_compiled(var: VAR, block_fn, head_fn, batch2: int) -> list[tuple[int, 
     """
     block = var.blocks[0]
     p = var.pos_1LC
-    kv = var.new_kv_cache(batch2, max_len=var.L)[0]
+    kv = var.new_kv_cache(batch2, num_blocks=1)[0]       # one block's: the priming runs block 0 only
     for buf in kv:
         buf.zero_()
     cond = torch.zeros(batch2, var.C, device=p.device, dtype=p.dtype)

@@ -316,13 +316,16 @@ class VAR(nn.Module):
         cond = self.block_cond(cond_BD)
         return [b.modulation(cond) if b.adaln else None for b in self.blocks]
 
-    def new_kv_cache(self, B: int, device=None, dtype=None, max_len: int | None = None):
-        """Preallocated per-block (k, v) buffers (B, H, L, hd): filled scale by scale while sampling."""
+    def new_kv_cache(self, B: int, device=None, dtype=None, max_len: int | None = None,
+                     num_blocks: int | None = None):
+        """Preallocated per-block (k, v) buffers (B, H, L, hd): filled scale by scale while sampling. num_blocks:
+        for the first that many blocks only (default all)."""
         H, hd = self.cfg.num_heads, self.cfg.head_dim
         ref = self.pos_1LC
         shape = (B, H, max_len or self.L, hd)
+        n = len(self.blocks) if num_blocks is None else num_blocks
         return [(torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype),
-                 torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype)) for _ in self.blocks]
+                 torch.empty(shape, device=device or ref.device, dtype=dtype or ref.dtype)) for _ in range(n)]
 
     def forward_cached(self, x_BlC: torch.Tensor, mods: list, kv_cache: list, pos: int) -> torch.Tensor:
         """Run the blocks on one scale's tokens (positions [pos, pos + l)) against the KV cache; no mask is
