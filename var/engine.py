@@ -158,9 +158,9 @@ class GenerationEngine:
         # mantissa (fp16: 10 bits, bf16: 7), the decoder's output does not need it. Default: fp16 beside a 16-bit
         # engine (measured on an H200, ch160 random weights: 99.75% token agreement vs bf16's 98.1%, same speed);
         # a chunk whose fp16 features are not finite (range overflow) is re-encoded in fp32. Agreement also
-        # depends on the codebook: with one fitted by k-means it fell to 96.0% (a flipped near-tie changes the
-        # residual of every finer scale), and a per-image fp32 fallback on near-ties would redo nearly every image
-        # (benchmarks/explore/perf6_encode_margins.py). The pipeline's tokens stage therefore encodes in fp32.
+        # depends on the codebook: with one fitted by k-means it fell to 95-96% (a flipped near-tie changes the
+        # residual of every finer scale; TF32 gave 96.6%), and a per-image fp32 fallback on near-ties would redo
+        # 256 of 256 images (benchmarks/explore/perf6_encode_margins.py). The tokens stage therefore encodes in fp32.
         if encode_dtype is None:
             encode_dtype = torch.float16 if dtype in (torch.bfloat16, torch.float16) else dtype
         self.encode_dtype = encode_dtype
