@@ -26,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from bench_vqvae import fit_codebook_kmeans, smooth_images  # noqa: E402
+from bench_vqvae import agreement, fit_codebook_kmeans, smooth_images  # noqa: E402
 from common import environment  # noqa: E402
 from var.config import VAR_PRESETS, VQVAE_PRESETS  # noqa: E402
 from var.engine import GenerationEngine  # noqa: E402
@@ -47,10 +47,6 @@ def pooled_error(err_BChw: torch.Tensor, patch_nums) -> torch.Tensor:
                                                                                        mode="area")
         out.append(e.square().sum(1).flatten(1).amax(1).sqrt())
     return torch.stack(out, 1)
-
-
-def agreement(a, b) -> float:
-    return torch.cat([(x == y).flatten() for x, y in zip(a, b)]).float().mean().item()
 
 
 @torch.no_grad()
@@ -76,7 +72,7 @@ def main():
     q = eng.quant
     f32 = torch.cat([vq.encode_features(x) for x in test.split(a.batch)])
     f16 = torch.cat([eng.encoder_fn(eng._lp(x, eng.encode_dtype)).float() for x in test.split(a.batch)])
-    idx32, m32_BK = q.f_to_idx(f32, return_margin=True)
+    idx32 = q.f_to_idx(f32)
     idx16 = q.f_to_idx(f16)
     K = len(q.patch_nums)
     ratio_BK = pooled_error(f16 - f32, q.patch_nums) / rms_norm(f32)[:, None]
@@ -85,7 +81,7 @@ def main():
     rms_B = rms_norm(f16)
     differ_BK = torch.stack([(a_ != b_).any(1) for a_, b_ in zip(idx32, idx16)], 1)
     first = torch.where(differ_BK.any(1), differ_BK.float().argmax(1), torch.full_like(rms_B, -1).long())
-    agree16 = torch.cat([(a_ == b_).flatten() for a_, b_ in zip(idx32, idx16)]).float().mean().item()
+    agree16 = agreement(idx32, idx16)
     out = {"kmeans_fit": fit, "images": a.images, "agreement_unchecked": round(agree16, 5),
            "images_with_a_differing_token": int(differ_BK.any(1).sum()),
            "first_differing_scale_counts": {int(k): int((first == k).sum()) for k in range(K)},
