@@ -52,8 +52,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from eval.features import _fp32_convolutions, open_images
+from eval.features import open_images
 from eval.inception import MissingWeightsError, WeightsHashError, sha256_file
+from var.precision import fp32_precision
 
 MODE = "legacy_tensorflow"
 WEIGHTS_FILE_NAME = "inception-2015-12-05.pt"
@@ -127,7 +128,7 @@ def features(images, extractor: CleanFIDExtractor, *, batch_size: int = 250, num
     from cleanfid import fid as cfid
     # fp32 convolutions as in our extractor: cuDNN would otherwise use TF32 on Ampere+ (~1e-3 relative error),
     # adding an error of its own to the difference this check measures.
-    with _fp32_convolutions(False):
+    with fp32_precision(False):
         if isinstance(images, (str, Path)) and Path(images).is_dir():
             try:
                 feats_ND = cfid.get_folder_features(str(images), extractor.model, num_workers=num_workers,

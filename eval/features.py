@@ -11,7 +11,6 @@ torch-fidelity's own `ImagesPathDataset`; arrays are sliced directly (no PNG rou
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch_fidelity.utils import create_feature_extractor, glob_samples_paths
 
 from eval.inception import EXTRACTOR_NAME as INCEPTION, InceptionFeatures, sha256_file
 from var.io import load_npz
+from var.precision import fp32_precision
 
 EVALNET = "evalnet"
 SHORT_NAMES = {INCEPTION: "inception", EVALNET: "evalnet"}  # suffix of metric keys: fid_inception, fid_evalnet
@@ -145,18 +145,6 @@ def _batches(src: np.ndarray | Dataset, batch_size: int, device: torch.device) -
             yield img_B3HW.to(device, non_blocking=True)
 
 
-@contextlib.contextmanager
-def _fp32_convolutions(allow_tf32: bool):
-    # cuDNN convolutions default to TF32 on Ampere+ (~1e-3 relative error); the evaluator's features are fp32.
-    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, mm.fp32_precision
-    conv.fp32_precision = mm.fp32_precision = "tf32" if allow_tf32 else "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, mm.fp32_precision = saved
-
-
 @torch.no_grad()
 def extract_features(images, extractor: Extractor, *, batch_size: int = 250,
                      allow_tf32: bool = False) -> dict[str, torch.Tensor]:
@@ -165,7 +153,7 @@ def extract_features(images, extractor: Extractor, *, batch_size: int = 250,
     images: uint8 (N, H, W, 3) array, .npz path or image folder (see `open_images`)."""
     src = open_images(images)
     parts: dict[str, list[torch.Tensor]] = {}
-    with _fp32_convolutions(allow_tf32):
+    with fp32_precision(allow_tf32):   # the evaluator's features are fp32 (cuDNN's default is TF32)
         for img_B3HW in _batches(src, batch_size, extractor.device):
             if img_B3HW.dtype != torch.uint8:
                 raise TypeError(f"image batches must be uint8, got {img_B3HW.dtype}")
