@@ -7,7 +7,9 @@ Token agreement depends on the codebook's geometry, not only on precision. With 
 reported for two codebooks: that random init, and one fitted to the random encoder by k-means on the multi-scale
 residuals (Lloyd iterations of the quantiser's own nearest-code assignment: the codebook a VQ objective trains
 towards, with codes spread over the features they quantise). Inputs are smooth synthetic images (random
-low-frequency fields), not noise. Random encoder/decoder weights (speed does not depend on values).
+low-frequency fields), not noise. Random encoder/decoder weights (speed does not depend on values). On a trained
+tokenizer the agreement is lower still (fp16 92.5%, TF32 94.0% after 756 training steps):
+benchmarks/explore/perf7_trained_encode_agreement.py trains one and measures it.
 
     python benchmarks/bench_vqvae.py [--batch 64] [--runs 3]
 """

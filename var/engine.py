@@ -160,7 +160,9 @@ class GenerationEngine:
         # a chunk whose fp16 features are not finite (range overflow) is re-encoded in fp32. Agreement also
         # depends on the codebook: with one fitted by k-means it fell to 95-96% (a flipped near-tie changes the
         # residual of every finer scale; TF32 gave 96.6%), and a per-image fp32 fallback on near-ties would redo
-        # 256 of 256 images (benchmarks/explore/perf6_encode_margins.py). The tokens stage therefore encodes in fp32.
+        # 256 of 256 images (benchmarks/explore/perf6_encode_margins.py). On a ch160 tokenizer trained 756 steps it
+        # is 92.5% (TF32 94.0%; rounding only the weights to fp16 already gives 94.8%), falling as training goes on
+        # (benchmarks/explore/perf7_trained_encode_agreement.py). The tokens stage therefore encodes in strict fp32.
         if encode_dtype is None:
             encode_dtype = torch.float16 if dtype in (torch.bfloat16, torch.float16) else dtype
         self.encode_dtype = encode_dtype
