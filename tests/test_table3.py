@@ -69,7 +69,13 @@ def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
     ins = dag.row_input_paths(dag.BY_NAME["train_row"], p, "ar-gpt2")
     assert ins["tokenizer"] == "runs/tokenizer_ar/model.pt" and ins["train_tokens"] == "runs/tokens_ar/train.npz"
     assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-cfg")["model"] == "runs/rows/var-adaln/model.pt"
-    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-attnnorm")["model"] == "runs/var/var-d4/model.pt"
+    # the default's attn-norm row trains its own model (Table 3's 450-step budget; table1's var-d4 trains longer) ...
+    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-attnnorm")["model"] == "runs/rows/var-attnnorm/model.pt"
+    # ... and a row with var-d4's exact recipe may reuse the table1 model
+    reuse = {"kind": "var", "depth": 4, "width": 128, "adaln": True, "attn_l2_norm": True, "top_k": 19, "cfg": 4.0,
+             "model_from": "var-d4", "train": {"max_steps": p.models["var-d4"].train.max_steps}}
+    p_reuse = build_params(with_rows(raw, reuse=reuse))
+    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p_reuse, "reuse")["model"] == "runs/var/var-d4/model.pt"
     score = dag.row_input_paths(dag.BY_NAME["score_row"], p, "var-hires-s")
     assert score["real"] == "data_hires/val.npz" and score["evalnet"] == "runs/evalnet_hires/model.pt"
     stages = dag.dvc_row_stages(p)
