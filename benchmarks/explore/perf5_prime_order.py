@@ -74,10 +74,8 @@ def main():
         print("RESULT " + json.dumps(trial(a.trial)), flush=True)
         return
     sys.path[:0] = [str(ROOT / "benchmarks")]
-    from common import environment
+    from common import write_result
     rows, t_start = [], time.perf_counter()
-    dest = Path(os.environ.get("BENCH_OUT", ROOT / "benchmarks" / "results"))
-    env = environment()
     for i in range(a.trials):
         for mode in ("first8", "primed"):
             if time.perf_counter() - t_start > a.budget_s:
@@ -91,9 +89,7 @@ def main():
             row["trial"], row["process_s"] = i, round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(row, flush=True)
-            dest.mkdir(parents=True, exist_ok=True)
-            (dest / f"perf5_prime_order_{env['date'][:10]}.json").write_text(json.dumps(
-                {"environment": env, "settings": vars(a), "rows": rows}, indent=1))
+            write_result("perf5_prime_order", vars(a), rows)   # after every trial: a cut run keeps its rows
     for mode in ("first8", "primed"):
         for k in ("steps_b256_s", "steps_b64_s"):
             v = [r[k] for r in rows if r["mode"] == mode and k in r]

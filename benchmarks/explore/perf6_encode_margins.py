@@ -12,13 +12,12 @@ and smooth test images (as bench_vqvae.py), with the engine's compiled fp16 enco
   * for safety 1, 2, 4 and for checking all scales or all but the last: re-encode fraction and token agreement;
   * for scale: fp32 against fp32 computed otherwise (chunks of 8 instead of 64, TF32 convolutions), which shows
     how sensitive the tokens of this codebook are to any rounding.
-Prints and writes JSON to $BENCH_OUT (default benchmarks/results)/perf6_encode_margins_<date>.json.
+Prints and writes JSON to $BENCH_OUT (default benchmarks/results)/perf6_encode_margins_<date>.json
+(common.write_result: the policies as results, the rest as checks).
 
     python benchmarks/explore/perf6_encode_margins.py [--images 256] [--device cuda]
 """
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from bench_vqvae import agreement, fit_codebook_kmeans, smooth_images  # noqa: E402
-from common import environment  # noqa: E402
+from common import write_result  # noqa: E402
 from var.config import VAR_PRESETS, VQVAE_PRESETS  # noqa: E402
 from var.engine import GenerationEngine  # noqa: E402
 from var.transformer import VAR  # noqa: E402
@@ -120,11 +119,7 @@ def main():
     for k, v in out.items():
         if k != "policies":
             print(f"{k}: {v}")
-    dest = Path(os.environ.get("BENCH_OUT", ROOT / "benchmarks" / "results"))
-    dest.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    (dest / f"perf6_encode_margins_{env['date'][:10]}.json").write_text(json.dumps(
-        {"environment": env, "settings": vars(a), "result": out}, indent=1))
+    write_result("perf6_encode_margins", vars(a), out.pop("policies"), checks=out)
 
 
 if __name__ == "__main__":

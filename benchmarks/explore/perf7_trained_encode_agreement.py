@@ -17,7 +17,8 @@ Alongside: validation PSNR and codebook usage, so "trained" is quantified.
     python benchmarks/explore/perf7_trained_encode_agreement.py [--minutes 4] [--device cuda]
     python benchmarks/explore/perf7_trained_encode_agreement.py --tiny --device cpu --minutes 0.3   # smoke run
 
-Prints and writes JSON to $BENCH_OUT (default benchmarks/results)/perf7_trained_encode_agreement_<date>.json.
+Prints and writes JSON to $BENCH_OUT (default benchmarks/results)/perf7_trained_encode_agreement[_tiny][_norestart]_<date>.json
+(common.write_result).
 """
 import argparse
 import copy
@@ -36,10 +37,11 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from common import environment  # noqa: E402
+from common import write_result  # noqa: E402
 from var.config import VAR_PRESETS, VARConfig, VQVAE_PRESETS, VQVAEConfig  # noqa: E402
 from var.data import make_shapes  # noqa: E402
 from var.engine import GenerationEngine  # noqa: E402
+from var.precision import fp32_precision  # noqa: E402
 from var.tokenizer_train import TokenizerTrainConfig, evaluate_tokenizer, to_model_range, train_tokenizer  # noqa: E402
 from var.transformer import VAR  # noqa: E402
 from var.vqvae import VQVAE  # noqa: E402
@@ -62,18 +64,6 @@ def render(n: int, size: int, split: str, workers: int, seed0: int) -> np.ndarra
     jobs = [(seed0 + w, per, size, split) for w in range(workers)]
     with Pool(workers) as pool:
         return np.concatenate(pool.map(_render, jobs))[:n]
-
-
-class _tf32:
-    def __init__(self, on: bool):
-        self.on = on
-
-    def __enter__(self):
-        self.old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.on
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.old
 
 
 def _rounding_hooks(vq: VQVAE) -> list:
@@ -106,11 +96,11 @@ def measure(vq: VQVAE, x: torch.Tensor, chunk: int) -> dict:
     def enc(model, dtype=torch.float32):
         return torch.cat([model.encode_features(c.to(dtype)).float() for c in x.split(chunk)])
 
-    with _tf32(False):
+    with fp32_precision(False):
         f32 = enc(vq)
         idx32 = q.f_to_idx(f32)
         out = {"codes_used_in_test_tokens": int(torch.cat([i.flatten() for i in idx32]).unique().numel())}
-        with _tf32(True):
+        with fp32_precision(True):
             out["tf32"] = compare(idx32, q.f_to_idx(enc(vq)))
         for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
             out[name] = compare(idx32, q.f_to_idx(enc(copy.deepcopy(vq).to(dt), dt)))
@@ -177,7 +167,7 @@ def main():
     record(0)
     t_train[0] = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        with _tf32(True):                     # training speed only; every measurement sets its own TF32 mode
+        with fp32_precision(True):                     # training speed only; every measurement sets its own TF32 mode
             try:
                 train_tokenizer(vq, train, None, tcfg, out_dir=tmp, device=dev, progress=progress,
                                 log=lambda s: print(s, flush=True))
@@ -199,22 +189,18 @@ def main():
                                                                        patch_nums=vcfg.patch_nums)
         with torch.device(dev):
             var = VAR(var_cfg).eval()
-        with _tf32(False), torch.no_grad():
+        with fp32_precision(False), torch.no_grad():
             eng = GenerationEngine(var, vq, dtype=torch.bfloat16, decode_batch=64, compile=True)
             idx32 = vq.quantize.f_to_idx(torch.cat([vq.encode_features(c) for c in x_test.split(64)]))
             engine = compare(idx32, eng.encode(x_test))
         print("engine compiled fp16 encode:", json.dumps(engine), flush=True)
-    out = {"benchmark": "explore/perf7_trained_encode_agreement", "environment": environment(),
-           "settings": {"tokenizer": "tiny (embedded size)" if a.tiny else "vqvae-ch160v4096z32", "image_size": size,
+    name = "perf7_trained_encode_agreement" + ("_tiny" if a.tiny else "") + ("_norestart" if a.no_restart else "")
+    write_result(name, {"tokenizer": "tiny (embedded size)" if a.tiny else "vqvae-ch160v4096z32", "image_size": size,
                         "train_images": len(train), "test_images": len(test), "batch": a.batch, "lr": a.lr,
-                        "minutes": a.minutes, "dead_code_restart": not a.no_restart, "data": "procedural shapes (var.data.make_shapes), train/val splits",
+                        "minutes": a.minutes, "dead_code_restart": not a.no_restart,
+                        "data": "procedural shapes (var.data.make_shapes), train/val splits",
                         "reference": "strict fp32 (TF32 off), nearest-code search in fp32 for every path"},
-           "rows": rows, "engine_compiled_fp16_final": engine}
-    res = Path(os.environ.get("BENCH_OUT", ROOT / "benchmarks" / "results"))
-    res.mkdir(parents=True, exist_ok=True)
-    path = res / f"perf7_trained_encode_agreement_{time.strftime('%Y-%m-%d')}{'_tiny' if a.tiny else ''}{'_norestart' if a.no_restart else ''}.json"
-    path.write_text(json.dumps(out, indent=1))
-    print("wrote", path)
+                 rows, checks={"engine_compiled_fp16_final": engine})
 
 
 if __name__ == "__main__":

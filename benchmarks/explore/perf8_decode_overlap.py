@@ -8,20 +8,18 @@ on a side stream after its steps. Same seeds, so (b) must give the same tokens a
 
     python benchmarks/explore/perf8_decode_overlap.py [--batches 256,64] [--blocks 6] [--device cuda]
 
-Prints and writes JSON to $BENCH_OUT (default benchmarks/results)/perf8_decode_overlap_<date>.json.
+Prints and writes JSON to $BENCH_OUT (default benchmarks/results)/perf8_decode_overlap_<date>.json (common.write_result).
 """
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from common import environment, time_median  # noqa: E402
+from common import time_median, write_result  # noqa: E402
 from var.config import VAR_PRESETS, VARConfig, VQVAE_PRESETS, VQVAEConfig  # noqa: E402
 from var.engine import GenerationEngine  # noqa: E402
 from var.sampling import sample  # noqa: E402
@@ -108,15 +106,10 @@ def main():
                              "images_per_s": round(B * a.blocks / t, 1), "times_s": [round(x, 4) for x in times]})
                 print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(checks), flush=True)
-    out = {"benchmark": "explore/perf8_decode_overlap", "environment": environment(),
-           "settings": {"model": "tiny" if a.tiny else "var-d16 + vqvae-ch160v4096z32", "weights": "random",
-                        "engine": "bf16, compile" if not a.tiny else "bf16, eager", "decode_batch": 64, **SAMPLING},
-           "checks": checks, "rows": rows}
-    res = Path(os.environ.get("BENCH_OUT", ROOT / "benchmarks" / "results"))
-    res.mkdir(parents=True, exist_ok=True)
-    path = res / f"perf8_decode_overlap_{time.strftime('%Y-%m-%d')}{'_tiny' if a.tiny else ''}.json"
-    path.write_text(json.dumps(out, indent=1))
-    print("wrote", path)
+    write_result("perf8_decode_overlap" + ("_tiny" if a.tiny else ""),
+                 {"model": "tiny" if a.tiny else "var-d16 + vqvae-ch160v4096z32", "weights": "random",
+                  "engine": "bf16, compile" if not a.tiny else "bf16, eager", "decode_batch": 64, **SAMPLING},
+                 rows, checks=checks)
 
 
 if __name__ == "__main__":
