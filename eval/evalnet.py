@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from var.checkpoint import without_wall_clock
 from var.config import config_to_dict
 from var.io import ArtifactError, atomic_torch_save, load_torch
 
@@ -172,7 +173,8 @@ def save_evalnet(path, model: EvalNet, cfg: EvalNetConfig, num_classes: int, ima
     atomic_torch_save(path, {
         "kind": "evalnet", "config": config_to_dict(cfg), "num_classes": int(num_classes),
         "image_size": int(image_size), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metrics": {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()},
+        "metrics": {k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                    for k, v in without_wall_clock(metrics).items()},
     })
 
 

@@ -77,6 +77,19 @@ def test_self_describing_checkpoint_roundtrip(tmp_path):
         load_model_checkpoint(tmp_path / "m.pt", kind="vqvae")
 
 
+def test_checkpoint_bytes_do_not_depend_on_wall_clock(tmp_path):
+    """Two identical trainings differ only in their timings: their checkpoints must be byte-identical (the weights
+    digest in scores.json depends on it), while the metrics that are not timings are kept."""
+    torch.manual_seed(0)
+    model = VAR(VARConfig(depth=1, embed_dim_override=16, num_classes=2, vocab_size=8, patch_nums=(1, 2)))
+    for i, t in enumerate((1.25, 97.5)):
+        metrics = {"val_loss": 2.5, "step": 4, "train_time_s": t, "seconds": t, "train_img_per_s": 8 / t,
+                   "wall_seconds": t}
+        save_checkpoint(tmp_path / f"{i}.pt", model, kind="var", step=4, extra={"metrics": metrics})
+    assert (tmp_path / "0.pt").read_bytes() == (tmp_path / "1.pt").read_bytes()
+    assert load_model_checkpoint(tmp_path / "0.pt", kind="var")[1]["metrics"] == {"val_loss": 2.5, "step": 4}
+
+
 def test_checkpoint_whose_config_disagrees_with_weights_fails(tmp_path):
     model = tiny_var()
     save_checkpoint(tmp_path / "m.pt", model, kind="var")

@@ -8,6 +8,7 @@ preset or the reference constructor's keyword arguments (`configs_from_reference
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping
 
 import torch
@@ -55,11 +56,24 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 # ------------------------------------------------------------------------------------------------ ours
+# Wall-clock measurements differ between identical runs; a checkpoint's bytes (and so the weights digest scores.json
+# records) must depend only on what was trained. Timings stay in the stages' metrics JSON files.
+WALL_CLOCK_KEY = re.compile(r"(^|_)(time|seconds)(_|$)|_per_s$|_s$")
+
+
+def without_wall_clock(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """`metrics` without its wall-clock entries (keys such as train_time_s, seconds, train_img_per_s)."""
+    return {k: v for k, v in metrics.items() if not WALL_CLOCK_KEY.search(k)}
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, kind: str, step: int = 0,
                     extra: Mapping[str, Any] | None = None) -> None:
-    """Atomically write `{'kind', 'config', 'model', 'step', **extra}`; `model.cfg` is stored as a plain dict."""
+    """Atomically write `{'kind', 'config', 'model', 'step', **extra}`; `model.cfg` is stored as a plain dict and
+    `extra['metrics']` without its wall-clock entries."""
     ckpt = {"kind": kind, "config": config_to_dict(model.cfg), "model": model.state_dict(), "step": int(step)}
     ckpt.update(extra or {})
+    if "metrics" in ckpt:
+        ckpt["metrics"] = without_wall_clock(ckpt["metrics"])
     atomic_torch_save(path, ckpt)
 
 
