@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -16,29 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from eval.config import EvalNetConfig  # noqa: F401 (re-exported)
 from var.checkpoint import without_wall_clock
 from var.config import config_to_dict
 from var.io import ArtifactError, atomic_torch_save, load_torch
-
-
-@dataclass(frozen=True)
-class EvalNetConfig:
-    """params.yaml section `evalnet` (device and threads are runtime choices, not config)."""
-    width: int = 16              # channels of the first stage; stages use width, 2*width, 4*width
-    feature_dim: int = 128       # D: the penultimate (feature) width used for FID / precision-recall
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 6e-3             # AdamW peak lr; linear warmup over 10% of steps, cosine decay to 0
-    weight_decay: float = 5e-4
-    seed: int = 0
-    augment: bool = True         # random horizontal flips and 2-px-padded random crops
-
-    def __post_init__(self):
-        for name in ("width", "feature_dim", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"evalnet.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"evalnet.lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

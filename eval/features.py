@@ -162,3 +162,19 @@ def extract_features(images, extractor: Extractor, *, batch_size: int = 250,
     if not parts:
         raise ValueError("no images to extract features from")
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def reconstruction_features(extractor: str, *, inception_weights: str = "", evalnet_path: str | None = None,
+                            device="cpu", batch_size: int = 200):
+    """(short name, uint8 (N, H, W, 3) -> (N, D) numpy features) for a tokenizer's rFID, with the extractor
+    scoring uses ('inception': the weights file; 'evalnet': the evaluation network, if given); or (None, None)."""
+    if extractor == "inception":
+        ext = load_extractor(INCEPTION, device=device, weights_path=inception_weights)
+    elif evalnet_path:
+        ext = load_extractor(EVALNET, device=device, weights_path=evalnet_path)
+    else:
+        return None, None
+
+    def features(images_NHW3):
+        return extract_features(images_NHW3, ext, batch_size=batch_size)["pool"].cpu().numpy()
+    return SHORT_NAMES[ext.name], features

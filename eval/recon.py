@@ -1,4 +1,5 @@
-"""Pure reconstruction metrics on image tensors: PSNR and SSIM (Wang et al. 2004), and rFID from features.
+"""Reconstruction metrics: PSNR and SSIM (Wang et al. 2004) on image tensors, rFID from features, and the
+tokenizer's validation metrics (`evaluate_tokenizer`; `tokenizer_evaluator` is what the trainer calls).
 
 Images are float tensors (B, C, H, W) in [0, data_range] (the tokenizer's [-1, 1] output maps to [0, 1] by
 (x + 1) / 2). Each function returns one value per image, so callers can average over any number of batches.
@@ -6,12 +7,14 @@ Images are float tensors (B, C, H, W) in [0, data_range] (the tokenizer's [-1, 1
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from eval.metrics import feature_stats, frechet_distance
+from var.tokenizer_train import to_model_range
 
 SSIM_WINDOW = 11        # Wang et al. 2004: 11x11 circular-symmetric Gaussian window, sigma 1.5
 SSIM_SIGMA = 1.5
@@ -66,3 +69,56 @@ def rfid(real_feats_ND: np.ndarray | torch.Tensor, rec_feats_ND: np.ndarray | to
     mu_g, s_g = feature_stats(rec_feats_ND)
     d = frechet_distance(mu_g, s_g, mu_r, s_r)
     return d if math.isfinite(d) else float("nan")
+
+
+@torch.no_grad()
+def evaluate_tokenizer(vqvae, images_uint8_NHW3: np.ndarray, batch_size: int, device: torch.device,
+                       features: Callable[[np.ndarray], np.ndarray] | None = None,
+                       real_features_ND: np.ndarray | None = None, features_name: str = "evalnet") -> dict:
+    """Validation reconstruction metrics: PSNR and SSIM of the clamped reconstructions in [0, 1] units (eval/recon.py),
+    L2 and VQ loss, codebook usage % per scale, and -- given `features` (uint8 (N, H, W, 3) -> (N, D) features,
+    e.g. the evaluation network) -- rFID of the uint8 reconstructions against the real images
+    (`val_rfid_<features_name>`: evalnet-rFID is not comparable to Inception rFID)."""
+    was_training = vqvae.training
+    vqvae.eval()
+    V, K = vqvae.cfg.vocab_size, len(vqvae.cfg.patch_nums)
+    hits_KV = torch.zeros(K, V, dtype=torch.long, device=device)
+    psnr_sum, ssim_sum, l2_sum, vq_sum, n, recs = 0.0, 0.0, 0.0, 0.0, 0, []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for s in range(0, len(images_uint8_NHW3), batch_size):
+            img_B3HW = to_model_range(images_uint8_NHW3[s:s + batch_size], device)
+            rec_B3HW, vq_loss, _ = vqvae(img_B3HW)
+            B = img_B3HW.shape[0]
+            rec01, img01 = (rec_B3HW.float().clamp(-1, 1) + 1) / 2, (img_B3HW + 1) / 2
+            psnr_sum += psnr(rec01, img01).sum().item()
+            ssim_sum += ssim(rec01, img01).sum().item()
+            l2_sum += F.mse_loss(rec_B3HW, img_B3HW).item() * B
+            vq_sum += vq_loss.item() * B
+            for k, idx_Bl in enumerate(vqvae.img_to_idx(img_B3HW)):
+                hits_KV[k] += torch.bincount(idx_Bl.flatten(), minlength=V)
+            if features is not None:
+                recs.append(rec01.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy())
+            n += B
+    vqvae.train(was_training)
+    usage_K = ((hits_KV > 0).double().mean(1) * 100).tolist()
+    out = {"val_psnr": psnr_sum / max(n, 1), "val_ssim": ssim_sum / max(n, 1), "val_l2": l2_sum / max(n, 1),
+           "val_vq_loss": vq_sum / max(n, 1), "val_usage_per_scale": usage_K, "val_usage_mean": float(np.mean(usage_K))}
+    if features is not None and n >= 2:
+        real = real_features_ND if real_features_ND is not None else features(images_uint8_NHW3)
+        out[f"val_rfid_{features_name}"] = rfid(real, features(np.concatenate(recs)))
+    return out
+
+
+def tokenizer_evaluator(images_uint8_NHW3: np.ndarray, batch_size: int, device: torch.device,
+                        features: Callable[[np.ndarray], np.ndarray] | None = None,
+                        features_name: str = "evalnet") -> Callable[[torch.nn.Module], dict]:
+    """The `evaluate` callable of var.tokenizer_train.train_tokenizer: `evaluate_tokenizer` on these validation
+    images; the real images' features are computed once, at the first call (only the evaluating rank calls it)."""
+    real: list[np.ndarray] = []
+
+    def evaluate(vqvae) -> dict:
+        if features is not None and not real:
+            real.append(features(images_uint8_NHW3))
+        return evaluate_tokenizer(vqvae, images_uint8_NHW3, batch_size, device, features,
+                                  real[0] if real else None, features_name)
+    return evaluate

@@ -24,12 +24,12 @@ the paper's straight lines in Fig. 5/6 are); Pearson r is that of (log X, log L)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from eval.config import ScalingConfig  # noqa: F401 (re-exported)
 from var.config import VARConfig
-from var.train import TrainConfig
 
 # Paper eq. 11-16 (ANCHORS.md). The paper's fits use N in billions of parameters and C in PFLOPs (units of the
 # axes of Fig. 5/6 as we read them), so beta is comparable only in those units; alpha and r are unit-free.
@@ -42,40 +42,6 @@ PAPER_FITS = {
 PAPER_PEARSON = {"N": -0.998, "C": -0.99}
 X_UNITS = {"N": 1e9, "C": 1e15}       # the fits below are done in these units too (N in B params, C in PFLOPs)
 TARGETS = ("L_last", "L_mean", "err_last", "err_mean")
-
-
-@dataclass(frozen=True)
-class ScalingConfig:
-    """params.yaml `scaling`: the depth sweep of Fig. 5/6 and the sample grid of Fig. 7."""
-    depths: tuple[int, ...] = (2, 3, 4, 5, 6, 8)   # one model per depth; width = width_per_depth * depth (eq. 7)
-    width_per_depth: int = 16                      # the paper's 64, shrunk for a CPU; heads = depth
-    train: TrainConfig = field(default_factory=TrainConfig)   # the same recipe for every depth (as the paper)
-    eval_fractions: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)  # evaluate L, Err at these fractions of
-    #                                                the run: the checkpoints of the C_min Pareto frontier
-    eval_max_images: int = 0                       # >0: evaluate on the first this many val sequences only
-    fig7_depths: tuple[int, ...] = ()              # rows of Fig. 7 (empty: smallest, middle and largest depth)
-    fig7_fractions: tuple[float, ...] = (0.2, 0.6, 1.0)   # columns: training stages (fractions of tokens)
-    fig7_classes: tuple[int, ...] = (0, 1, 2, 3)   # one sample per class in each cell
-    fig7_cfg: float = 1.5
-    fig7_teacher_force_scales: int = 1             # first scales copied from a val image of the class (shared
-    #                                                coarse layout across cells, as the paper's Fig. 7); 0 = none
-    seed: int = 0
-
-    def __post_init__(self):
-        if not self.depths or min(self.depths) < 1 or len(set(self.depths)) != len(self.depths):
-            raise ValueError("scaling.depths must be distinct depths >= 1")
-        if any(not 0 < f <= 1 for f in (*self.eval_fractions, *self.fig7_fractions)):
-            raise ValueError("scaling fractions must lie in (0, 1]")
-        if any(f not in self.eval_fractions for f in self.fig7_fractions):
-            raise ValueError("scaling.fig7_fractions must be a subset of scaling.eval_fractions (snapshots are "
-                             "saved there)")
-        if any(d not in self.depths for d in self.fig7_depths):
-            raise ValueError("scaling.fig7_depths must be a subset of scaling.depths")
-
-    @property
-    def rows_fig7(self) -> tuple[int, ...]:
-        d = sorted(self.depths)
-        return self.fig7_depths or tuple(dict.fromkeys((d[0], d[len(d) // 2], d[-1])))
 
 
 # ------------------------------------------------------------------------------------------------ compute

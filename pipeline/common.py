@@ -20,8 +20,7 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-    TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.params import Params, load_params, select
 
@@ -29,14 +28,14 @@ console = Console(stderr=True)
 
 
 def stage_parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m pipeline.{stage}", description=(doc or "").strip().split("\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{stage}", description=(doc or "").strip().split("\n")[0])
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--configfile", action="append", default=[],
                    help="override file merged over --params (repeatable; Snakemake's --configfile is forwarded)")
     p.add_argument("--log", "--log-file", dest="log", default=None,
                    help="log file of this stage (the DAG gives logs/<stage>.log; --log-file under torchrun)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    # issue 6: the same stage CLIs serve Table 2's resolution setting and the AR baseline's tokenizer
+    # the same stage CLIs serve Table 2's resolution setting and the AR baseline's tokenizer
     p.add_argument("--setting", default="", help="a key of params `settings` merged over the params (Table 2)")
     p.add_argument("--scales", default="all", choices=("all", "last"),
                    help="last: the tokenizer quantises only its final scale (the AR baseline's VQGAN-style one)")
@@ -169,35 +168,17 @@ def prepare_state_dir(state_dir: str | Path, fp: str, log: logging.Logger) -> Pa
     return state_dir
 
 
-def split_images(path: str | Path, image_size: int):
-    """uint8 (N, H, W, 3) images and int64 labels of a split file (image-folder splits are decoded here, which
-    holds the whole split in memory: fine for the embedded data, not for ImageNet-scale folders)."""
-    import numpy as np
-    from var.data import load_image, load_split_arrays
-    images, paths, labels = load_split_arrays(path)
-    if images is None:
-        images = np.stack([load_image(p, image_size) for p in paths])
-    return images, labels
-
-
-def load_checkpoint_for(path: str | Path, kind: str, expected_cfg, section: str, device="cpu"):
-    """Load one of our checkpoints and check that its stored config is the one params give for it (`section`).
-
-    A tokenizer or VAR checkpoint written under other params (a hand-copied file, a stale run) would otherwise
-    load fine and fail later with an obscure shape error, or silently produce tokens of another vocabulary."""
-    from var.checkpoint import CheckpointMismatchError, load_model_checkpoint
-    from var.config import config_to_dict
-    model, ckpt = load_model_checkpoint(path, kind=kind, map_location=device)
-    got, want = config_to_dict(model.cfg), config_to_dict(expected_cfg)
-    diff = [f"{k}: checkpoint {got.get(k)!r} vs params {want.get(k)!r}" for k in sorted(set(got) | set(want))
-            if got.get(k) != want.get(k)]
-    if diff:
-        raise CheckpointMismatchError(f"{path} does not match params '{section}' ({'; '.join(diff)}); rerun the "
-                                      f"stage that writes it, or fix '{section}'")
-    return model, ckpt
-
-
 def copy_atomic(src: str | Path, dst: str | Path) -> None:
     from var.io import atomic_path
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+# ----------------------------------------------------------------------------------------- shared by stages
+def row_params(args, name: str):
+    """(row, the params of the row's setting / tokenizer kind)."""
+    base = load_stage_params(args)
+    if name not in base.rows:
+        raise KeyError(f"unknown row {name!r}; rows in params: {', '.join(base.rows)}")
+    row = base.rows[name]
+    return row, load_params(args.params, args.configfile, setting=row.setting, single_scale=row.kind == "ar")

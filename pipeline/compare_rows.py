@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import dag
 from pipeline.params import load_params, params_to_dict
+from pipeline.plan import resolve_output, row_context
 
 FILES = {"train": "train_row.metrics", "sample": "sample_row.metrics", "score": "score_row.scores"}
 
@@ -23,8 +23,7 @@ def row_metrics(p, row: str, root: Path = Path(".")) -> dict:
     """Flat {'<file>.<key>': number} of one row (missing files are skipped and reported by the caller)."""
     out = {}
     for short, ref in FILES.items():
-        src, o, _ = dag.resolve(ref)
-        path = root / dag._row_path(src, o, p, row)
+        path = root / resolve_output(p, ref, row_context(p, row))
         if not path.is_file():
             continue
         for k, v in json.loads(path.read_text()).items():

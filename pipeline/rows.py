@@ -15,9 +15,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from var.ar import ARConfig, single_scale
-from var.config import ConfigError, VARConfig, VQVAEConfig, build_config
-from var.train import TrainConfig
+from pipeline.yamlio import deep_merge, section, seeded
+from var.config import (
+    ARConfig,
+    Config,
+    ConfigError,
+    TrainConfig,
+    VARConfig,
+    VQVAEConfig,
+    build_config,
+    param,
+    single_scale,
+)
 
 ROW_KINDS = ("var", "ar")
 SETTING_SECTIONS = ("data", "tokenizer", "evalnet", "sample", "score")
@@ -28,46 +37,45 @@ PAPER_ROWS = ("ar", "ar-to-var", "adaln", "top-k", "cfg", "attn-norm", "scale-up
 
 
 @dataclass(frozen=True)
-class RowConfig:
+class RowConfig(Config):
     """params.yaml `rows.<name>`: one row of Table 2 or 3 (paper Sec. 4.4 / Table 3), a full recipe."""
     kind: str = "var"            # var: next-scale prediction | ar: raster-scan next-token (GPT-2 style, row 1)
     description: str = ""        # the table's description column ("+AdaLN", ...)
     paper: str = ""              # which reported row of the paper's Table 3 this mirrors (PAPER_ROWS); '' = none
-    depth: int = 4
-    width: int = 0               # 0: 64 * depth (eq. 7)
-    heads: int = 0               # 0: = depth (eq. 7); width must be a multiple of the heads
+    depth: int = param(4, ge=1)
+    width: int = param(0, ge=0)  # 0: 64 * depth (eq. 7)
+    heads: int = param(0, ge=0)  # 0: = depth (eq. 7); width must be a multiple of the heads
     adaln: bool = True           # per-block class AdaLN; off: plain LayerNorm, class only as the start token
     shared_aln: bool = False     # one shared AdaLN projection for all blocks (the 512 px var-d36-s model)
     attn_l2_norm: bool = True    # q/k L2 normalisation with a learnable scale; off: ordinary attention
-    top_k: int = 0               # sampler: 0 = off
-    top_p: float = 0.0           # sampler: 0 = off
-    cfg: float = 0.0             # classifier-free guidance scale: 0 = off (the null class is ignored)
-    cond_drop_rate: float = 0.1  # label dropout in training (what makes CFG possible)
+    top_k: int = param(0, ge=0)  # sampler: 0 = off
+    top_p: float = param(0.0, ge=0, lt=1)   # sampler: 0 = off
+    cfg: float = param(0.0, ge=0)   # classifier-free guidance scale: 0 = off (the null class is ignored)
+    cond_drop_rate: float = param(0.1, ge=0, le=1)   # label dropout in training (what makes CFG possible)
     setting: str = ""            # '' = the base params; else a key of `settings` (e.g. 'hires' for Table 2)
     model_from: str = ""         # reuse the trained model of this row or table1 model (its recipe must be equal;
                                  # rows that differ only in the sampler, as the paper's rows 3-5, train once)
     train: TrainConfig = field(default_factory=TrainConfig)   # `row_train` with the row's own `train` keys over it
 
     def __post_init__(self):
+        super().__post_init__()
         if self.kind not in ROW_KINDS:
             raise ValueError(f"kind must be one of {ROW_KINDS}, got {self.kind!r}")
         if self.paper and self.paper not in PAPER_ROWS:
             raise ValueError(f"paper must be '' or one of {PAPER_ROWS}, got {self.paper!r}")
         heads = self.heads or self.depth
-        if self.depth < 1 or self.width < 0 or self.heads < 0 or (self.width and self.width % heads):
+        if self.width and self.width % heads:
             raise ValueError(f"depth must be >= 1, heads >= 0 and width 0 or a multiple of the heads (heads 0 = "
                              f"depth), got depth {self.depth}, heads {self.heads}, width {self.width}")
         if self.shared_aln and not self.adaln:
             raise ValueError("shared_aln needs adaln")
-        if self.top_k < 0 or not 0.0 <= self.top_p < 1.0 or self.cfg < 0:
-            raise ValueError(f"need top_k >= 0, 0 <= top_p < 1, cfg >= 0; got {self.top_k}, {self.top_p}, {self.cfg}")
         if self.kind == "ar" and self.setting:
             raise ValueError("AR rows exist only at the base setting (there is one single-scale tokenizer stage, "
                              "tokenizer_ar)")
 
 
 @dataclass(frozen=True)
-class RowTableConfig:
+class RowTableConfig(Config):
     """params.yaml `table2` / `table3`: the rows shown, in order; Table 3's Δ and cost are relative to its first."""
     rows: tuple[str, ...] = ()
 
@@ -98,25 +106,23 @@ def row_source(row: RowConfig) -> dict[str, str]:
 def build_rows(raw: Mapping, seed: int, setting_params) -> dict:
     """Validate `settings`, `row_train`, `rows`, `table2`, `table3`; `setting_params(name)` -> that setting's
     Params (for the tokenizer and class count each row is checked against)."""
-    from pipeline.params import _section, _seeded, deep_merge
-
-    settings = dict(_section(raw, "settings", "settings", ()) or {})
+    settings = dict(section(raw, "settings", "settings", ()) or {})
     for name, overlay in settings.items():
         if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
             raise ConfigError(f"setting name {name!r}: use letters, digits, '-' and '_' only")
-        _section(settings, name, f"settings.{name}", SETTING_SECTIONS)
+        section(settings, name, f"settings.{name}", SETTING_SECTIONS)
         setting_params(name)                    # every setting must give valid params, used or not
     row_train_raw = dict(raw.get("row_train") or {})
-    row_train = build_config(TrainConfig, _seeded(TrainConfig, row_train_raw, seed), "row_train")
+    row_train = build_config(TrainConfig, seeded(TrainConfig, row_train_raw, seed), "row_train")
     rows = {}
-    for name, spec in (_section(raw, "rows", "rows", ()) or {}).items():
+    for name, spec in (section(raw, "rows", "rows", ()) or {}).items():
         where = f"rows.{name}"
         if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
             raise ConfigError(f"row name {name!r}: use letters, digits, '-' and '_' only (it becomes a path)")
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where} must be a mapping (kind, depth, adaln, top_k, cfg, ...), got {spec!r}")
         spec = dict(spec)
-        spec["train"] = _seeded(TrainConfig, deep_merge(row_train_raw, dict(spec.get("train") or {})), seed)
+        spec["train"] = seeded(TrainConfig, deep_merge(row_train_raw, dict(spec.get("train") or {})), seed)
         row = build_config(RowConfig, spec, where)
         if row.setting and row.setting not in settings:
             raise ConfigError(f"{where}.setting {row.setting!r} is not a key of 'settings' "
@@ -178,7 +184,6 @@ def model_owner(p, name: str) -> tuple[str, str]:
 
 def setting_overlay(raw: Mapping, name: str) -> dict:
     """The params mapping of setting `name`: `settings.<name>` merged over the rest."""
-    from pipeline.params import deep_merge
     if not name:
         return dict(raw)
     settings = raw.get("settings") or {}

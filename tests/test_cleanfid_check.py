@@ -237,7 +237,7 @@ def test_params_keys_are_validated():
 
 
 def test_score_stage_passes_the_crosscheck_keys(files, tmp_path, monkeypatch):
-    import pipeline.score as stage
+    import pipeline.stages.score as stage
     over = tmp_path / "over.yaml"
     over.write_text("score: {extractor: inception, inception_weights: w.pth, cleanfid_crosscheck: true, "
                     f"cleanfid_weights: {files['weights']}, cleanfid_weights_sha256: '{files['sha'][:12]}'}}\n")

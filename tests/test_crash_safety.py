@@ -1,4 +1,4 @@
-"""Issue 10 through the real stage CLIs: atomic artifacts (a stage killed mid-write leaves nothing at its output
+"""Crash safety through the real stage CLIs: atomic artifacts (a stage killed mid-write leaves nothing at its output
 path and Snakemake reruns it), clear errors for bad input that name the file or key, safe loading everywhere.
 
 Stage CLIs run in subprocesses (they set process-wide torch flags and logging), on the tiny `ci` params."""
@@ -47,9 +47,9 @@ def write_params(tmp_path: Path, raw: dict, name: str = "params.yaml") -> Path:
 
 
 def stage(module: str, cwd: Path, *args, params="params.yaml", log="stage.log", expect_ok=True, argv0=None):
-    """Run `python -m pipeline.<module>` (or a wrapper script) in `cwd`; returns (returncode, log text + output)."""
+    """Run `python -m pipeline.stages.<module>` (or a wrapper script) in `cwd`; returns (returncode, log text + output)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, *(argv0 or ["-m", f"pipeline.{module}"]), "--params", str(params), "--log", log,
+    cmd = [sys.executable, *(argv0 or ["-m", f"pipeline.stages.{module}"]), "--params", str(params), "--log", log,
            "--device", "cpu", *map(str, args)]
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=180, env=env)
     text = ((cwd / log).read_text() if (cwd / log).is_file() else "") + res.stdout + res.stderr
@@ -113,7 +113,7 @@ KILL_ON_SECOND_SAVEZ = textwrap.dedent('''
             os.kill(os.getpid(), signal.SIGKILL)
         return real(f, **arrays)
     np.savez = savez
-    from pipeline.data import cli
+    from pipeline.stages.data import cli
     cli(sys.argv[1:])
 ''')
 
@@ -356,7 +356,7 @@ NAN_TRAIN = textwrap.dedent('''
                 return out * float("nan")
         return out
     VAR.forward = nan_forward
-    from pipeline.train_var import cli
+    from pipeline.stages.train_var import cli
     cli(sys.argv[1:])
 ''')
 

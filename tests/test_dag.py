@@ -1,7 +1,8 @@
-"""One DAG, two front ends: dvc.yaml is generated from pipeline/dag.py's registry, and the Snakefile (built from
-the same registry) runs exactly the commands of dvc.yaml."""
+"""One DAG, two front ends: dvc.yaml is rendered from the plan of pipeline/registry.py's stages, and the Snakefile
+(built from the same plan) runs exactly the commands of dvc.yaml."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import dag
 from pipeline.params import load_params
+from pipeline.plan import build_plan
+from pipeline.registry import BY_NAME, MULTI_GPU_STAGES, STAGES
+from pipeline.render import render_dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -19,21 +22,29 @@ WORKFLOW_FILES = ("Snakefile", "params.yaml", "configs", "pipeline", "var", "eva
 
 
 def test_committed_dvc_yaml_is_generated_from_the_registry():
-    text = dag.render_dvc_yaml(load_params(ROOT / "params.yaml"))
-    assert (ROOT / "dvc.yaml").read_text() == text, "dvc.yaml is stale: run `python -m pipeline.dag`"
+    text = render_dvc_yaml(load_params(ROOT / "params.yaml"))
+    assert (ROOT / "dvc.yaml").read_text() == text, "dvc.yaml is stale: run `python -m pipeline.render`"
 
 
 def test_registry_is_consistent():
-    for st in dag.STAGES:
+    order = [s.name for s in STAGES]
+    for st in STAGES:
         for name, ref in st.inputs.items():
-            src, out, _ = dag.resolve(ref)
-            assert out in src.outputs, f"{st.name}.{name} -> {ref}"
-            assert dag.STAGES.index(src) < dag.STAGES.index(st), f"{st.name} reads a later stage {src.name}"
-        for f in st.deps_code:
-            assert (ROOT / f).is_file(), f"{st.name}: its code dependency {f} does not exist"
-        assert all(o not in st.outputs.values() for o in st.args.values()), "resume state must not be an output"
-    paths = [p for st in dag.STAGES for p in st.outputs.values()]
-    assert len(paths) == len(set(paths)), "two stages write the same path"
+            src, out = ref.lstrip("*").split(".")
+            assert out in BY_NAME[src].outputs, f"{st.name}.{name} -> {ref}"
+            assert order.index(src) < order.index(st.name), f"{st.name} reads a later stage {src}"
+        assert (ROOT / "pipeline" / "stages" / f"{st.module}.py").is_file(), f"{st.name}: no stage module"
+        assert st.state not in st.outputs.values(), "resume state must not be an output"
+    for cfg in ((), ("configs/ci.yaml",), ("configs/imagenet256.yaml",)):
+        plan = build_plan(load_params(ROOT / "params.yaml", [ROOT / c for c in cfg]))
+        paths = [p for j in plan.jobs for p in j.outputs.values()]
+        assert len(paths) == len(set(paths)), "two jobs write the same path"
+        assert len({j.name for j in plan.jobs}) == len(plan.jobs), "two jobs share a name"
+        made = set(paths)
+        for j in plan.jobs:      # every input is made by an earlier job
+            earlier = {p for k in plan.jobs[:plan.jobs.index(j)] for p in k.outputs.values()}
+            assert all(p in earlier for p in j.input_paths() if p in made), j.name
+            assert all(p in made for p in j.input_paths()), f"{j.name} reads a file no job writes"
 
 
 def test_dvc_stages_declare_params_deps_and_metrics():
@@ -41,7 +52,7 @@ def test_dvc_stages_declare_params_deps_and_metrics():
     p = load_params(ROOT / "params.yaml")
     assert {f"train_var_{m}" for m in p.table1_models} <= set(stages)
     for name, st in stages.items():
-        assert st["deps"][0].startswith("pipeline/") and st["params"], name
+        assert st["deps"][0].startswith("pipeline/stages/") and st["params"], name
     metrics = [next(iter(m)) for st in stages.values() for m in st.get("metrics", [])]
     assert "runs/valdata/scores.json" in metrics
     assert all(m["cache"] is False for st in stages.values() for e in st.get("metrics", []) for m in e.values())
@@ -59,17 +70,19 @@ def snakemake_commands(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_snakefile_runs_the_dvc_commands(tmp_path):
-    # every rule as a target (not only table1): stages outside table1 (tokenizer_ablation, ...) are in dvc.yaml too
-    cmds = snakemake_commands(tmp_path, *(st.name for st in dag.STAGES if "{" not in " ".join(st.outputs.values())))
-    dvc_cmds = [st["cmd"] for st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()]
-    assert sorted(cmds) == sorted(dvc_cmds)
+    # every job's outputs as targets (not only table1): jobs outside table1 (tokenizer_ablation, ...) are in
+    # dvc.yaml too
+    plan = build_plan(load_params(ROOT / "params.yaml"))
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    cmds = snakemake_commands(tmp_path, *(next(iter(j.outputs.values())) for j in plan.jobs))
+    assert sorted(cmds) == sorted(st["cmd"] for st in dvc.values())
 
 
 def test_configfile_is_forwarded_to_every_stage(tmp_path):
     cmds = snakemake_commands(tmp_path, "--configfile", "configs/ci.yaml")
     assert cmds and all(" --configfile configs/ci.yaml " in c for c in cmds)
     ci = load_params(ROOT / "params.yaml", [ROOT / "configs/ci.yaml"])
-    assert sum("pipeline.train_var" in c for c in cmds) == len(ci.table1_models)
+    assert sum("pipeline.stages.train_var" in c for c in cmds) == len(ci.table1_models)
 
 
 def test_environment_yml_mirrors_requirements():
@@ -80,17 +93,16 @@ def test_environment_yml_mirrors_requirements():
     assert [x for x in pip if x != "-e ."] == reqs
 
 
-@pytest.mark.parametrize("stage", dag.MULTI_GPU_STAGES)
+@pytest.mark.parametrize("stage", MULTI_GPU_STAGES)
 def test_torchrun_commands_reach_the_stage_intact(stage):
     """torchrun's own parser grabs options that abbreviate its options (`--log` would be ambiguous with --log-dir)
     even after the module: every multi-GPU stage command must leave all its arguments to the stage's parser."""
-    import shlex
     from torch.distributed.run import get_args_parser
-    p = load_params("params.yaml")
-    cmd = dag.command(dag.BY_NAME[stage], p.table1_models, gpus=2)
-    argv = shlex.split(cmd)
+    plan = build_plan(load_params(ROOT / "params.yaml"))
+    job = next(j for j in plan.jobs if j.stage.name == stage)
+    argv = shlex.split(job.command(gpus=2))
     assert argv[:4] == ["torchrun", "--standalone", "--nproc_per_node", "2"]
     ns = get_args_parser().parse_args(argv[1:])
-    assert ns.module and ns.training_script == f"pipeline.{dag.BY_NAME[stage].cli}"
+    assert ns.module and ns.training_script == f"pipeline.stages.{BY_NAME[stage].module}"
     assert ns.training_script_args == argv[argv.index(ns.training_script) + 1:]
     assert "--log-file" in ns.training_script_args

@@ -1,4 +1,4 @@
-"""Scale-out on CPU with the gloo backend (issue 9): two processes give the results of one.
+"""Scale-out on CPU with the gloo backend: two processes give the results of one.
 
 - training: world size 2 matches world size 1 at the same global batch (loss and weights within fp32 tolerance),
   with label dropout and drop-path on (the chunks draw them from (seed, step, chunk)), with ZeRO-sharded AdamW,
@@ -202,7 +202,7 @@ def _train_tok(rank: int, world: int, tmp: str, tag: str) -> None:
                            using_mid_sa=False, patch_nums=PNS, share_quant_resi=2))
     images = np.random.default_rng(1).integers(0, 256, (20, 6, 6, 3), dtype=np.uint8)   # 3x3 latents
     losses = []
-    m = train_tokenizer(vq, images, None, build_config(TokenizerTrainConfig, TOK_CFG, "tokenizer.train"),
+    m = train_tokenizer(vq, images, build_config(TokenizerTrainConfig, TOK_CFG, "tokenizer.train"),
                         out_dir=Path(tmp) / tag, log=lambda s: None,
                         progress=lambda s, n, info: losses.append([info["loss"], info["rec"], info["vq"]]))
     if world > 1:

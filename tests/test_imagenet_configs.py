@@ -1,4 +1,4 @@
-"""The ImageNet configs (issue 9): their recipes give the reference lr/wd schedule, and Snakemake plans the whole
+"""The ImageNet configs: their recipes give the reference lr/wd schedule, and Snakemake plans the whole
 Table 1 DAG on them without ImageNet, the weights or a GPU being present."""
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def test_snakemake_plans_table1_without_imagenet(tmp_path, configs):
     p = load_params(ROOT / "params.yaml", [ROOT / "configs" / f"{c}.yaml" for c in configs])
     for m in p.table1_models:
         for stage in ("train_var", "sample", "score"):
-            assert f"runs/var/{m}/" in out and f"pipeline.{stage} " in out
+            assert f"runs/var/{m}/" in out and f"pipeline.stages.{stage} " in out
         assert f"--model-name {m} " in out
     gpus = p.resources.gpus_for("train_var")
-    assert f"torchrun --standalone --nproc_per_node {gpus} -m pipeline.train_var" in out
-    assert "python -m pipeline.score " in out              # single-GPU stages keep the plain command
+    assert f"torchrun --standalone --nproc_per_node {gpus} -m pipeline.stages.train_var" in out
+    assert "python -m pipeline.stages.score " in out              # single-GPU stages keep the plain command

@@ -54,7 +54,7 @@ def without_timing(obj):
 
 
 def assert_same_results(a: Path, b: Path, models) -> None:
-    """Two from-scratch runs: identical tokens, samples, scores and training metrics (issue 10, determinism)."""
+    """Two from-scratch runs: identical tokens, samples, scores and training metrics (determinism)."""
     npz = ["runs/tokens/train.npz", "runs/tokens/val.npz", *(f"runs/var/{m}/samples.npz" for m in models)]
     for f in npz:
         with np.load(a / f, allow_pickle=False) as x, np.load(b / f, allow_pickle=False) as y:
@@ -73,11 +73,11 @@ def assert_same_results(a: Path, b: Path, models) -> None:
 def test_ci_dag_end_to_end_and_dvc_adopts_it(tmp_path, tmp_path_factory):
     scratch_repo(tmp_path)
     p = load_params(tmp_path / "params.yaml")
-    run([BIN / "python", "-m", "pipeline.dag"], tmp_path)
+    run([BIN / "python", "-m", "pipeline.render"], tmp_path)
 
     out = run([BIN / "snakemake", "--cores", "2", "table1", "tokenizer_ablation"], tmp_path)
     assert "steps (100%) done" in out, out[-2000:]
-    assert "| residual-full |" in (tmp_path / "results/tokenizer_ablation.md").read_text()     # issue 5
+    assert "| residual-full |" in (tmp_path / "results/tokenizer_ablation.md").read_text()
     assert (tmp_path / "runs/tokenizer/history.csv").read_text().startswith("epoch,")
     for m in p.table1_models:
         for f in ("model.pt", "metrics.json", "samples.npz", "grid.png", "sample_metrics.json", "scores.json"):
@@ -105,7 +105,7 @@ def test_ci_dag_end_to_end_and_dvc_adopts_it(tmp_path, tmp_path_factory):
     assert "Running stage" not in repro, repro
     assert "runs/valdata/scores.json" in run([BIN / "dvc", "metrics", "show"], tmp_path)
 
-    # Determinism (issue 10): the same DAG from scratch in a second directory gives identical results on CPU.
+    # Determinism: the same DAG from scratch in a second directory gives identical results on CPU.
     again = tmp_path_factory.mktemp("ci_again")
     scratch_repo(again)
     run([BIN / "snakemake", "--cores", "2", "table1"], again)

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from pipeline.tokens import encode_split
+from pipeline.stages.tokens import encode_split
 from var.config import VQVAEConfig
 from var.data import write_split
 from var.precision import fp32_precision

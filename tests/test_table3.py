@@ -7,7 +7,7 @@ import pytest
 
 from eval.complexity import fit_exponent, generation_flops, paper_attention_cost, var_patch_nums
 from eval.row_tables import build_table3, table3_markdown
-from pipeline import dag
+from pipeline.plan import build_plan
 from pipeline.params import ConfigError, build_params, load_raw, params_to_dict
 from pipeline.rows import row_model_config, table_rows
 from var.ar import ARConfig
@@ -66,22 +66,25 @@ def test_table_rows_must_exist(raw):
 
 def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
     p = build_params(raw)
-    ins = dag.row_input_paths(dag.BY_NAME["train_row"], p, "ar-gpt2")
+    plan = build_plan(p)
+    ins = plan.by_name("train_row_ar-gpt2").inputs
     assert ins["tokenizer"] == "runs/tokenizer_ar/model.pt" and ins["train_tokens"] == "runs/tokens_ar/train.npz"
-    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-cfg")["model"] == "runs/rows/var-adaln/model.pt"
+    assert plan.by_name("sample_row_var-cfg").inputs["model"] == "runs/rows/var-adaln/model.pt"
     # the default's attn-norm row trains its own model (Table 3's 450-step budget; table1's var-d4 trains longer) ...
-    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p, "var-attnnorm")["model"] == "runs/rows/var-attnnorm/model.pt"
+    assert plan.by_name("sample_row_var-attnnorm").inputs["model"] == "runs/rows/var-attnnorm/model.pt"
     # ... and a row with var-d4's exact recipe may reuse the table1 model
     reuse = {"kind": "var", "depth": 4, "width": 128, "adaln": True, "attn_l2_norm": True, "top_k": 19, "cfg": 4.0,
              "model_from": "var-d4", "train": {"max_steps": p.models["var-d4"].train.max_steps}}
-    p_reuse = build_params(with_rows(raw, reuse=reuse))
-    assert dag.row_input_paths(dag.BY_NAME["sample_row"], p_reuse, "reuse")["model"] == "runs/var/var-d4/model.pt"
-    score = dag.row_input_paths(dag.BY_NAME["score_row"], p, "var-hires-s")
+    r = with_rows(raw, reuse=reuse)
+    r["table3"] = {"rows": [*r["table3"]["rows"], "reuse"]}        # the plan has jobs for the rows of a table
+    p_reuse = build_params(r)
+    assert build_plan(p_reuse).by_name("sample_row_reuse").inputs["model"] == "runs/var/var-d4/model.pt"
+    score = plan.by_name("score_row_var-hires-s").inputs
     assert score["real"] == "data_hires/val.npz" and score["evalnet"] == "runs/evalnet_hires/model.pt"
-    stages = dag.dvc_row_stages(p)
-    assert "train_row_var-cfg" not in stages and "train_row_var-adaln" in stages and "table3" in stages
+    names = {j.name for j in plan.jobs}
+    assert "train_row_var-cfg" not in names and "train_row_var-adaln" in names and "table3" in names
     assert set(table_rows(p)) == {*p.table3.rows, *p.table2.rows}
-    assert "--scales last" in dag.command(dag.BY_NAME["tokenizer_ar"], p.table1_models)
+    assert "--scales last" in plan.by_name("tokenizer_ar").command()
 
 
 def synthetic(kind, fid, s, flops, n, **recipe):

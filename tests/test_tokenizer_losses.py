@@ -12,7 +12,8 @@ from var.checkpoint import save_checkpoint
 from var.config import VQVAEConfig
 from var.perceptual import LPIPS, FeatureDistance, VGG_CUTS, build_perceptual
 from var.quant_independent import use_independent_quantizer
-from var.tokenizer_train import (PatchDiscriminator, TokenizerTrainConfig, adaptive_weight, evaluate_tokenizer,
+from eval.recon import evaluate_tokenizer
+from var.tokenizer_train import (PatchDiscriminator, TokenizerTrainConfig, adaptive_weight,
                                  generator_loss, hinge_d_loss, init_tokenizer_weights, keep_quantizer_fp32)
 from var.vqvae import VQVAE
 

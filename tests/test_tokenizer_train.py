@@ -6,8 +6,9 @@ import torch
 from var.checkpoint import load_model_checkpoint
 from var.config import ConfigError, VQVAEConfig, build_config
 from var.io import load_torch
-from var.tokenizer_train import (PatchDiscriminator, TokenizerTrainConfig, hinge_d_loss, restart_dead_codes,
-                                 train_tokenizer)
+from eval.recon import tokenizer_evaluator
+from var.tokenizer_train import PatchDiscriminator, TokenizerTrainConfig, hinge_d_loss, restart_dead_codes
+from var.tokenizer_train import train_tokenizer as _train_tokenizer
 from var.vqvae import VQVAE
 
 PNS = (1, 2, 4)   # 8 px images with one 2x downsampling level
@@ -24,6 +25,12 @@ def make(seed=0, N=16, Nval=8):
         ramp = np.linspace(-60, 60, 8)[None, :, None, None]
         return np.clip(base + ramp, 0, 255).astype(np.uint8) * np.ones((1, 1, 8, 1), np.uint8)
     return vq, images(N), images(Nval)
+
+
+def train_tokenizer(vq, tr, va, cfg, **kw):
+    """The stage's wiring: validation metrics on `va` after every epoch."""
+    evaluate = tokenizer_evaluator(va, cfg.eval_batch_size or cfg.batch_size, torch.device("cpu"))
+    return _train_tokenizer(vq, tr, cfg, evaluate=evaluate, **kw)
 
 
 CFG = dict(batch_size=4, epochs=2, lr=2e-3, seed=3, ckpt_every_steps=2, log_every_steps=1000)

@@ -1,17 +1,24 @@
 """VAR: visual autoregressive modeling by next-scale prediction (Tian et al., NeurIPS 2024).
 
-Public API:
+Public API (imported on first use, so `import var.config` -- params validation -- never imports torch):
     VQVAEConfig, VARConfig, VQVAE_PRESETS, VAR_PRESETS   -- configs and named presets (var.config)
     VQVAE                                                -- multi-scale residual VQ tokenizer (var.vqvae)
     VAR                                                  -- the next-scale transformer (var.transformer)
     sample                                               -- top-k/top-p/CFG sampler (var.sampling)
     save_checkpoint, load_model_checkpoint, load_official_state_dict  (var.checkpoint)
 """
-from .config import VAR_PRESETS, VQVAE_PRESETS, ConfigError, VARConfig, VQVAEConfig, build_config
-from .checkpoint import load_model_checkpoint, load_official_state_dict, save_checkpoint
-from .sampling import sample
-from .transformer import VAR
-from .vqvae import VQVAE
+import importlib
 
-__all__ = ["VQVAEConfig", "VARConfig", "VQVAE_PRESETS", "VAR_PRESETS", "ConfigError", "build_config", "VQVAE",
-           "VAR", "sample", "save_checkpoint", "load_model_checkpoint", "load_official_state_dict"]
+_PUBLIC = {"VQVAEConfig": "config", "VARConfig": "config", "VQVAE_PRESETS": "config", "VAR_PRESETS": "config",
+           "ConfigError": "config", "build_config": "config", "VQVAE": "vqvae", "VAR": "transformer",
+           "sample": "sampling", "save_checkpoint": "checkpoint", "load_model_checkpoint": "checkpoint",
+           "load_official_state_dict": "checkpoint"}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_PUBLIC)

@@ -12,66 +12,14 @@ and tokens < t. `sample_ar` decodes with a per-block KV cache and the VAR sample
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from .config import ARConfig, single_scale  # noqa: F401 (re-exported)
 from .sampling import draw, filter_top_k_top_p_, resolve_labels
 from .transformer import VAR, AdaLNBeforeHead, AdaLNSelfAttn
-
-
-@dataclass(frozen=True)
-class ARConfig:
-    """GPT-2-style AR transformer over single-scale raster-scan tokens. Field names match VARConfig where they
-    mean the same thing (the blocks read them), and the defaults are the paper's row 1 (GPT-2: no AdaLN,
-    ordinary attention)."""
-    depth: int = 16
-    num_classes: int = 1000
-    vocab_size: int = 4096
-    patch_nums: tuple[int, ...] = (16,)         # exactly one scale: the tokenizer's final pn_K x pn_K map
-    width_per_depth: int = 64                   # width 64 * depth, as VAR (eq. 7), unless embed_dim_override
-    embed_dim_override: int = 0
-    num_heads_override: int = 0                 # 0: heads = depth
-    mlp_ratio: float = 4.0
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate_override: float = -1.0       # <0: 0.1 * depth / 24, as VAR
-    norm_eps: float = 1e-6
-    adaln: bool = False                         # GPT-2 row: plain LayerNorm; True: class AdaLN as VAR
-    shared_aln: bool = False                    # one AdaLN projection for all blocks (with adaln)
-    attn_l2_norm: bool = False                  # GPT-2 row: ordinary attention
-    plain_attn_scale: float = 1.0               # softmax scale = this / sqrt(head_dim) without L2 norm
-    cond_drop_rate: float = 0.1                 # label dropout, so CFG is available at sampling time
-
-    def __post_init__(self):
-        if len(self.patch_nums) != 1:
-            raise ValueError(f"ARConfig.patch_nums must hold one scale (the raster-scan token map), got "
-                             f"{self.patch_nums}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-
-    @property
-    def embed_dim(self) -> int:
-        return self.embed_dim_override or self.width_per_depth * self.depth
-
-    @property
-    def num_heads(self) -> int:
-        return self.num_heads_override or self.depth
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
-
-    @property
-    def drop_path_rate(self) -> float:
-        return self.drop_path_rate_override if self.drop_path_rate_override >= 0 else 0.1 * self.depth / 24
-
-    @property
-    def seq_len(self) -> int:
-        return self.patch_nums[0] ** 2
 
 
 class AR(nn.Module):
@@ -201,7 +149,3 @@ def sample_ar(ar: AR, vqvae, B: int, label_B=None, *, seed: int | None = None, c
         return idx_BL, None
     return idx_BL, vqvae.idx_to_img([idx_BL]).float().add(1).mul(0.5)
 
-
-def single_scale(vq_cfg):
-    """The VQGAN-style tokenizer config of the AR baseline: the same VQVAE quantising only the final scale."""
-    return dataclasses.replace(vq_cfg, patch_nums=(vq_cfg.patch_nums[-1],))

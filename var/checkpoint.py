@@ -20,7 +20,7 @@ from .transformer import VAR
 from .vqvae import VQVAE
 
 MODEL_KINDS: dict[str, tuple[type, type]] = {"vqvae": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
-# The raster-scan AR baseline of Table 3 (issue 6): a GPT-2-style transformer over single-scale tokens.
+# The raster-scan AR baseline of Table 3: a GPT-2-style transformer over single-scale tokens.
 from .ar import AR, ARConfig  # noqa: E402
 MODEL_KINDS["ar"] = (AR, ARConfig)
 
@@ -98,6 +98,21 @@ def load_model_checkpoint(path: str | os.PathLike, kind: str | None = None, map_
 
 
 # ------------------------------------------------------------------------------------------------ released
+def load_matching_checkpoint(path: str | os.PathLike, kind: str, expected_cfg, section: str, map_location="cpu"):
+    """Load one of our checkpoints and check that its stored config is the one params give for it (`section`).
+
+    A tokenizer or VAR checkpoint written under other params (a hand-copied file, a stale run) would otherwise
+    load fine and fail later with an obscure shape error, or silently produce tokens of another vocabulary."""
+    model, ckpt = load_model_checkpoint(path, kind=kind, map_location=map_location)
+    got, want = config_to_dict(model.cfg), config_to_dict(expected_cfg)
+    diff = [f"{k}: checkpoint {got.get(k)!r} vs params {want.get(k)!r}" for k in sorted(set(got) | set(want))
+            if got.get(k) != want.get(k)]
+    if diff:
+        raise CheckpointMismatchError(f"{path} does not match params '{section}' ({'; '.join(diff)}); rerun the "
+                                      f"stage that writes it, or fix '{section}'")
+    return model, ckpt
+
+
 def configs_from_reference(vqvae_kwargs: Mapping[str, Any] | None = None,
                            var_kwargs: Mapping[str, Any] | None = None):
     """Translate the reference constructors' keyword arguments (as in the fixtures' `config`) to our configs.

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from var.config.data import SHAPE_FAMILY_NAMES, DataConfig
 from var.io import atomic_savez, load_npz
 
 log = logging.getLogger(__name__)
@@ -36,51 +36,6 @@ class DatasetError(ValueError):
 
 class CorruptImageError(DatasetError):
     """An image file cannot be decoded (truncated, not an image); the message names the file."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """params.yaml section `data`."""
-    kind: str = "shapes"            # 'shapes' (embedded, procedural) | 'imagefolder' (root/{train,val}/<class>/*)
-    root: str = ""                  # image-folder root; must be '' for shapes
-    image_size: int = 32            # side of the square images served to the models
-    num_classes: int = 10           # shapes: 2..len(SHAPE_FAMILIES); imagefolder: the folder count, or 0 = infer
-    train_per_class: int = 600      # shapes only
-    val_per_class: int = 100        # shapes only
-    seed: int = 0                   # shapes only: generation seed
-    skip_corrupt: bool = False      # imagefolder: drop undecodable files (counted, logged) instead of failing
-    noise_res: int = 8              # shapes: side of the texture noise fields (coarser = smoother textures)
-    smooth_noise: bool = False      # shapes: bilinear (True) or blocky nearest (False) upsampling of the noise
-    shape_scale: tuple[float, float] = (0.4, 0.72)   # shapes: range of the shape's size (1 = half the image)
-    colour_levels: int = 0          # shapes: 0 = continuous colours; k >= 2 = each channel snapped to k levels
-
-    def __post_init__(self):
-        if self.kind not in ("shapes", "imagefolder"):
-            raise ValueError(f"data.kind must be 'shapes' or 'imagefolder', got {self.kind!r}")
-        if self.image_size < 16 or self.image_size % 8:
-            raise ValueError(f"data.image_size must be a multiple of 8 and >= 16, got {self.image_size}")
-        if self.kind == "shapes":
-            if self.root:
-                raise ValueError(f"data.root must be '' for kind 'shapes', got {self.root!r}")
-            if not 2 <= self.num_classes <= len(SHAPE_FAMILIES):
-                raise ValueError(f"data.num_classes for shapes must be in 2..{len(SHAPE_FAMILIES)} (the shape "
-                                 f"families implemented), got {self.num_classes}")
-            if not 2 <= self.noise_res <= self.image_size:
-                raise ValueError(f"data.noise_res must be in 2..image_size, got {self.noise_res}")
-            lo, hi = self.shape_scale
-            if not 0 < lo <= hi <= 1.2:
-                raise ValueError(f"data.shape_scale must be [min, max] with 0 < min <= max <= 1.2, got "
-                                 f"{list(self.shape_scale)}")
-            if self.colour_levels == 1 or self.colour_levels < 0:
-                raise ValueError(f"data.colour_levels must be 0 (continuous) or >= 2, got {self.colour_levels}")
-            if self.train_per_class < 1 or self.val_per_class < 1:
-                raise ValueError(f"data.train_per_class and data.val_per_class must be >= 1, got "
-                                 f"{self.train_per_class}, {self.val_per_class}")
-        else:
-            if not self.root:
-                raise ValueError("data.root must name the image-folder root for kind 'imagefolder'")
-            if self.num_classes < 0:
-                raise ValueError(f"data.num_classes must be >= 0 (0 = infer), got {self.num_classes}")
 
 
 # ------------------------------------------------------------------------------------------------ shapes
@@ -154,6 +109,7 @@ SHAPE_FAMILIES = (
     ("plus", _plus, 15.0), ("star", _star, 180.0), ("diamond", _diamond, 15.0), ("hbars", _hbars, 10.0),
     ("vbars", _vbars, 10.0), ("dots", _dots, 10.0), ("crescent", _crescent, 180.0), ("xcross", _xcross, 15.0),
 )
+assert tuple(name for name, _, _ in SHAPE_FAMILIES) == SHAPE_FAMILY_NAMES
 
 
 def _snap(rgb: np.ndarray, levels: int) -> np.ndarray:
@@ -391,6 +347,15 @@ def load_split_arrays(path: str | Path) -> tuple[np.ndarray | None, list[str] | 
 
 
 load_split = load_split_arrays
+
+
+def load_split_images(path: str | Path, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, H, W, 3) images and int64 labels of a split file (image-folder splits are decoded here, which
+    holds the whole split in memory: fine for the embedded data, not for ImageNet-scale folders)."""
+    images, paths, labels = load_split_arrays(path)
+    if images is None:
+        images = np.stack([load_image(p, image_size) for p in paths])
+    return images, labels
 
 
 def class_names(cfg: DataConfig) -> list[str]:

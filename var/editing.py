@@ -13,37 +13,14 @@ from the composed token map. Pure functions: no file I/O.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .config import ZeroShotConfig  # noqa: F401 (re-exported)
 from .sampling import sample
 from .transformer import VAR
 from .vqvae import VQVAE
-
-
-@dataclass(frozen=True)
-class ZeroShotConfig:
-    """params.yaml `zeroshot`: the zero-shot figures of the `zeroshot` stage (boxes are (top, left, bottom, right)
-    fractions of the image side)."""
-    model: str = ""                                          # a key of `models` (empty: the last table1 model)
-    num_images: int = 6                                      # source val images per figure (distinct classes)
-    inpaint_box: tuple[float, float, float, float] = (0.25, 0.25, 0.75, 0.75)    # generated
-    outpaint_keep: tuple[float, float, float, float] = (0.25, 0.25, 0.75, 0.75)  # kept; the rest generated
-    edit_box: tuple[float, float, float, float] = (0.25, 0.25, 0.75, 0.75)       # generated with another class
-    edit_class_offset: int = 1                               # edited class = (source class + offset) mod classes
-    cfg: float = 1.5
-    top_k: int = 0
-    top_p: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for b in (self.inpaint_box, self.outpaint_keep, self.edit_box):
-            if not (0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1):
-                raise ValueError(f"zeroshot boxes are (top, left, bottom, right) fractions in [0, 1], got {b}")
-        if self.num_images < 1:
-            raise ValueError("zeroshot.num_images must be >= 1")
 
 
 def box_mask(B: int, H: int, W: int, box, device=None) -> torch.Tensor:

@@ -89,6 +89,19 @@ def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
             np.savez(f, **arrays)
 
 
+def save_image_grid(path: str | os.PathLike, images_NHW3: np.ndarray, labels_N: np.ndarray, per_row: int = 10) -> None:
+    """A PNG of uint8 (N, H, W, 3) samples: one row per class, the first `per_row` samples of each."""
+    from PIL import Image
+    classes = np.unique(labels_N)
+    H, W = images_NHW3.shape[1:3]
+    grid = np.full((len(classes) * H, per_row * W, 3), 255, np.uint8)
+    for r, c in enumerate(classes):
+        for j, i in enumerate(np.flatnonzero(labels_N == c)[:per_row]):
+            grid[r * H:(r + 1) * H, j * W:(j + 1) * W] = images_NHW3[i]
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
 def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Load every array of an .npz without pickle; a missing file or key is an ArtifactError naming it."""
     path = Path(path)

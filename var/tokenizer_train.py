@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,58 +26,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
-from var.config import config_to_dict
+from var.config import TokenizerTrainConfig, config_to_dict  # noqa: F401 (re-exported)
 from var.io import atomic_torch_save, load_torch
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, current_world, my_chunks
 from var.train import capture_rng, epoch_order, restore_rng, seed_everything
-
-
-@dataclass(frozen=True)
-class TokenizerTrainConfig:
-    """Tokenizer training hyperparameters (params section `tokenizer_train`)."""
-    batch_size: int = 32
-    epochs: int = 10
-    max_steps: int = 0                  # >0: train this many steps instead of `epochs`
-    lr: float = 1e-4
-    warmup_steps: int = 0               # linear warm-up from 0 of the generator (and discriminator) lr
-    final_lr_ratio: float = 1.0         # cosine decay after warm-up to this fraction of lr (1 = constant lr)
-    betas: tuple[float, float] = (0.5, 0.9)   # VQGAN's Adam betas
-    weight_decay: float = 0.0           # AdamW, decoupled; 0 = plain Adam
-    grad_clip: float = 0.0              # <=0: off
-    lambda_rec: float = 1.0             # pixel L2
-    lambda_vq: float = 1.0              # the quantizer's codebook + commitment loss
-    lambda_p: float = 0.0               # perceptual; needs `perceptual=` passed to train_tokenizer
-    perceptual: str = "evalnet"         # backbone when lambda_p > 0: 'evalnet' (offline) | 'lpips-vgg16'
-    perceptual_weights: tuple[str, ...] = ()   # lpips-vgg16: [vgg16-397923af.pth, LPIPS v0.1 vgg.pth] local paths
-    init_from: str = ""                 # fine-tune from: released vae_ch160v4096z32.pth or one of our model.pt
-    autocast_bf16: bool = True          # bf16 autocast of encoder/decoder/losses on CUDA (quantiser stays fp32)
-    lambda_g: float = 0.0               # adversarial (hinge) generator loss; 0 = no discriminator at all
-    disc_start_step: int = 0
-    disc_lr: float = 0.0                # 0: = lr
-    disc_ch: int = 64                   # PatchGAN base width
-    disc_layers: int = 3                # PatchGAN stride-2 layers (receptive field grows with it)
-    adaptive_weight_max: float = 1e4    # VQGAN clamps the adaptive weight to [0, 1e4]
-    dead_code_restart: bool = False     # re-seed never-hit codes with encoder features (off: the paper's setup)
-    dead_code_every_steps: int = 100
-    seed: int = 0
-    ckpt_every_steps: int = 1000
-    eval_every_epochs: int = 1
-    eval_batch_size: int = 0            # 0: = batch_size
-    log_every_steps: int = 50
-    micro_batch_size: int = 0           # >0: the global batch in chunks of this many images, spread over the GPUs
-                                        # and accumulated (results independent of the GPU count); 0: one per rank
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
-            raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
-        if self.micro_batch_size < 0:
-            raise ValueError(f"micro_batch_size must be >= 0, got {self.micro_batch_size}")
-        if min(self.lambda_rec, self.lambda_vq, self.lambda_p, self.lambda_g) < 0:
-            raise ValueError("loss weights must be >= 0")
-        if not 0 <= self.final_lr_ratio <= 1:
-            raise ValueError(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
-        if self.perceptual not in ("evalnet", "lpips-vgg16"):
-            raise ValueError(f"perceptual must be 'evalnet' or 'lpips-vgg16', got {self.perceptual!r}")
 
 
 class PatchDiscriminator(nn.Module):
@@ -131,45 +82,6 @@ def restart_dead_codes(embedding_VC: torch.Tensor, hits_V: torch.Tensor, f_NC: t
         pick = torch.randint(0, f_NC.shape[0], (dead.numel(),), device=f_NC.device)
         embedding_VC[dead] = f_NC[pick].to(embedding_VC.dtype)
     return int(dead.numel())
-
-
-@torch.no_grad()
-def evaluate_tokenizer(vqvae, images_uint8_NHW3: np.ndarray, batch_size: int, device: torch.device,
-                       features: Callable[[np.ndarray], np.ndarray] | None = None,
-                       real_features_ND: np.ndarray | None = None, features_name: str = "evalnet") -> dict:
-    """Validation reconstruction metrics: PSNR and SSIM of the clamped reconstructions in [0, 1] units (eval/recon.py),
-    L2 and VQ loss, codebook usage % per scale, and -- given `features` (uint8 (N, H, W, 3) -> (N, D) features,
-    e.g. the evaluation network) -- rFID of the uint8 reconstructions against the real images
-    (`val_rfid_<features_name>`: evalnet-rFID is not comparable to Inception rFID)."""
-    from eval.recon import psnr, rfid, ssim
-    was_training = vqvae.training
-    vqvae.eval()
-    V, K = vqvae.cfg.vocab_size, len(vqvae.cfg.patch_nums)
-    hits_KV = torch.zeros(K, V, dtype=torch.long, device=device)
-    psnr_sum, ssim_sum, l2_sum, vq_sum, n, recs = 0.0, 0.0, 0.0, 0.0, 0, []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for s in range(0, len(images_uint8_NHW3), batch_size):
-            img_B3HW = to_model_range(images_uint8_NHW3[s:s + batch_size], device)
-            rec_B3HW, vq_loss, _ = vqvae(img_B3HW)
-            B = img_B3HW.shape[0]
-            rec01, img01 = (rec_B3HW.float().clamp(-1, 1) + 1) / 2, (img_B3HW + 1) / 2
-            psnr_sum += psnr(rec01, img01).sum().item()
-            ssim_sum += ssim(rec01, img01).sum().item()
-            l2_sum += F.mse_loss(rec_B3HW, img_B3HW).item() * B
-            vq_sum += vq_loss.item() * B
-            for k, idx_Bl in enumerate(vqvae.img_to_idx(img_B3HW)):
-                hits_KV[k] += torch.bincount(idx_Bl.flatten(), minlength=V)
-            if features is not None:
-                recs.append(rec01.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy())
-            n += B
-    vqvae.train(was_training)
-    usage_K = ((hits_KV > 0).double().mean(1) * 100).tolist()
-    out = {"val_psnr": psnr_sum / max(n, 1), "val_ssim": ssim_sum / max(n, 1), "val_l2": l2_sum / max(n, 1),
-           "val_vq_loss": vq_sum / max(n, 1), "val_usage_per_scale": usage_K, "val_usage_mean": float(np.mean(usage_K))}
-    if features is not None and n >= 2:
-        real = real_features_ND if real_features_ND is not None else features(images_uint8_NHW3)
-        out[f"val_rfid_{features_name}"] = rfid(real, features(np.concatenate(recs)))
-    return out
 
 
 def generator_loss(vqvae, img_B3HW: torch.Tensor, cfg: TokenizerTrainConfig, step: int, *,
@@ -257,16 +169,16 @@ def tokenizer_lr_scale(cfg: TokenizerTrainConfig, step: int, max_it: int) -> flo
     return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.ndarray | None,
-                    cfg: TokenizerTrainConfig, *, out_dir, device="cpu", log: Callable[[str], None] = print,
+def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTrainConfig, *, out_dir,
+                    device="cpu", log: Callable[[str], None] = print,
                     progress: Callable[[int, int, dict], None] | None = None,
                     perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    features: Callable[[np.ndarray], np.ndarray] | None = None,
-                    features_name: str = "evalnet") -> dict:
+                    evaluate: Callable[[nn.Module], dict] | None = None) -> dict:
     """Train `vqvae` (rec_B3HW, vq_loss, usage = vqvae(img_B3HW)); write out_dir/state.pt and model.pt.
 
     perceptual: (rec_B3HW, img_B3HW) -> per-image loss (var/perceptual.py), needed when lambda_p > 0.
-    features: uint8 (N, H, W, 3) -> (N, D) features for the per-epoch validation rFID (omitted: no rFID)."""
+    evaluate: the model -> validation metrics (e.g. eval.recon.evaluate_tokenizer on the val split), run by rank 0
+    at the end of every `eval_every_epochs`-th epoch and of the run, under the RNG of the training stream."""
     if cfg.lambda_p > 0 and perceptual is None:
         raise ValueError("lambda_p > 0 needs a perceptual loss callable (perceptual=...)")
     device = torch.device(device)
@@ -313,8 +225,7 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
     last_layer = vqvae.decoder.conv_out.weight
     bf16 = cfg.autocast_bf16 and device.type == "cuda"
     hooks = keep_quantizer_fp32(vqvae) if bf16 else []
-    evaluate = val_images is not None and world.is_main     # rank 0 evaluates, the others wait at the barrier
-    real_feats = features(val_images) if features is not None and evaluate else None
+    evaluating = evaluate is not None and world.is_main    # rank 0 evaluates, the others wait at the barrier
     t_log = time.perf_counter()
 
     while step < max_it:
@@ -394,13 +305,12 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
             t_log = time.perf_counter()
         epoch_end = step % iters_per_ep == 0 or step == max_it
         done_ep = (step - 1) // iters_per_ep + 1
-        if epoch_end and evaluate and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
-            m = evaluate_tokenizer(vqvae, val_images, cfg.eval_batch_size or B, device, features, real_feats,
-                                   features_name)
+        if epoch_end and evaluating and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
+            m = evaluate(vqvae)
             m.update(epoch=done_ep, step=step)
             history.append(m)
-            log(f"[train_tokenizer] eval ep {done_ep}: psnr {m['val_psnr']:.2f} ssim {m['val_ssim']:.3f} "
-                f"rfid {m.get(f'val_rfid_{features_name}', float('nan')):.3g} usage {m['val_usage_mean']:.1f}%")
+            log(f"[train_tokenizer] eval ep {done_ep}: " + " ".join(
+                f"{k[4:]} {v:.4g}" for k, v in m.items() if k.startswith("val_") and isinstance(v, float)))
         if (epoch_end or step % cfg.ckpt_every_steps == 0) and world.is_main:
             atomic_torch_save(state_path, {
                 "format": "tokenizer-train-state-v1", "cfg": config_to_dict(cfg), "step": step,

@@ -32,88 +32,18 @@ import torch
 import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
-from var.config import config_to_dict
+from var.config import NAN_POLICIES, TrainConfig, config_to_dict  # noqa: F401 (re-exported)
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, chunk_seed, current_world, my_chunks
 from var.io import atomic_torch_save, load_npz, load_torch
-from var.schedule import SCHEDULES, lr_wd_at, peak_lr_for
+from var.schedule import lr_wd_at
 from var.transformer import compiled_block_fn
 
-NAN_POLICIES = ("raise", "skip")
 _MAX_CONSECUTIVE_SKIPS = 20   # a run that keeps producing non-finite losses has diverged; stop it
 
 # Parameters whose name contains one of these are never weight-decayed (the reference's `nowd_keys`): learned
 # positional / level embeddings, the unconditional class row, and the attention temperature `scale_mul`.
 NO_DECAY_KEYS = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start",
                  "start_pos", "lvl_embed", "gamma", "beta", "ana_gamma", "ana_beta", "ada_gss", "scale_mul")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """VAR training hyperparameters (reference train.py defaults; the params section is `train`)."""
-    batch_size: int = 768               # global batch (the reference's glb_bs), whatever the GPU count
-    epochs: int = 200
-    max_steps: int = 0                  # >0: the run (and its lr schedule) is this many steps instead of epochs
-    base_lr_per_256: float = 1e-4       # peak lr = base_lr_per_256 * batch_size / 256 (reference `tblr`)
-    warmup_epochs: float = -1.0         # <0: the reference's epochs / 50, i.e. 2% of the run
-    warmup_start_ratio: float = 0.005   # warm-up starts at this fraction of the peak lr (reference `wp0`)
-    final_lr_ratio: float = 0.01        # lr at the last step as a fraction of peak (reference `wpe`)
-    schedule: str = "lin0"
-    weight_decay: float = 0.05
-    weight_decay_end: float = -1.0      # <0: = weight_decay (reference: twde = twde or twd)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    grad_clip: float = 2.0              # <=0: no clipping
-    label_smoothing: float = 0.0
-    seed: int = 0
-    ckpt_every_steps: int = 1000        # state.pt is also written at every epoch end and at the end
-    eval_every_epochs: int = 1          # validation after every N epochs and after the last step
-    eval_batch_size: int = 0            # 0: = batch_size
-    log_every_steps: int = 50
-    nan_policy: str = "raise"           # raise: stop naming the step; skip: drop that update (lr still advances)
-    precision: str = "fp32"             # fp32 | bf16 (autocast; CUDA only)
-    micro_batch_size: int = 0           # >0: the global batch is processed in chunks of this many samples,
-                                        # spread over the GPUs and accumulated (batch_size stays the global batch;
-                                        # results do not depend on the GPU count); 0: batch_size / GPUs per GPU
-    shard_optimizer: bool = False       # ZeRO-1 under torchrun: AdamW states sharded over the GPUs (d30 / d36)
-    init_adaln_gamma: float = -1.0      # <0: the model's default (1e-5); reference recipes set it (`alng`)
-    # Speed only (the same function; a run may resume with other values): torch.compile the forward + loss
-    # (Inductor fuses the AdaLN / q-k norm / GELU chains and the cross entropy), and let its partitioner
-    # recompute cheap activations in the backward to keep at most this fraction of them (1.0: its default).
-    compile: bool = False
-    # What one torch.compile graph covers: 'step' (forward + loss, the fastest) or 'block' (each transformer block
-    # and the loss; recompute_blocks then frees memory as eager checkpointing does: the low-memory setting).
-    compile_scope: str = "step"
-    activation_memory_budget: float = 1.0
-    # Speed/memory only, like the two above: activation checkpointing of the first `recompute_blocks` transformer
-    # blocks (their forward is recomputed in the backward) and, with recompute_ffn, of every other block's FFN.
-    recompute_blocks: int = 0
-    recompute_ffn: bool = False
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.epochs < 1 or self.max_steps < 0 or self.ckpt_every_steps < 1:
-            raise ValueError("batch_size, epochs, ckpt_every_steps must be >= 1 and max_steps >= 0")
-        if self.micro_batch_size < 0:
-            raise ValueError("micro_batch_size must be >= 0 (0: the global batch split evenly over the GPUs)")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if not 0 < self.activation_memory_budget <= 1:
-            raise ValueError(f"activation_memory_budget must be in (0, 1], got {self.activation_memory_budget}")
-        if self.compile_scope not in ("step", "block"):
-            raise ValueError(f"compile_scope must be 'step' or 'block', got {self.compile_scope!r}")
-        if self.recompute_blocks < 0:
-            raise ValueError(f"recompute_blocks must be >= 0, got {self.recompute_blocks}")
-
-    @property
-    def peak_lr(self) -> float:
-        return peak_lr_for(self.base_lr_per_256, self.batch_size)
-
-    @property
-    def wd_end(self) -> float:
-        return self.weight_decay if self.weight_decay_end < 0 else self.weight_decay_end
 
 
 # ------------------------------------------------------------------------------------------------ RNG state

@@ -7,11 +7,12 @@ With the evalnet it also reports how often the samples are classified as their c
 """
 from __future__ import annotations
 
-from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
+from eval.cleanfid_check import FID_KEY as CLEANFID_KEY
+from eval.cleanfid_check import REL_DIFF_KEY as CLEANFID_REL_DIFF_KEY
 from eval.evalnet import accuracy, load_evalnet
-from eval.cleanfid_check import FID_KEY as CLEANFID_KEY, REL_DIFF_KEY as CLEANFID_REL_DIFF_KEY
 from eval.features import EVALNET, INCEPTION
 from eval.score import score
+from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
 from var.io import atomic_write_json, load_npz
 
 EXTRACTORS = {"evalnet": EVALNET, "inception": INCEPTION}

@@ -12,8 +12,18 @@ from pathlib import Path
 
 import torch
 
-from pipeline.common import (copy_atomic, fingerprint, load_stage_params, prepare_state_dir, progress_bar,
-                             run_stage, split_images, stage_parser)
+from eval.features import reconstruction_features
+from eval.recon import tokenizer_evaluator
+from pipeline.common import (
+    copy_atomic,
+    fingerprint,
+    load_stage_params,
+    prepare_state_dir,
+    progress_bar,
+    run_stage,
+    stage_parser,
+)
+from var.data import load_split_images
 from var.distributed import barrier, init_from_env
 from var.io import atomic_write_json, atomic_write_text
 from var.tokenizer_train import train_tokenizer
@@ -33,20 +43,6 @@ def history_csv(history: list[dict], rfid_key: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def rfid_features(p, evalnet_path, device):
-    """(name, uint8 (N, H, W, 3) -> (N, D) numpy features) for rFID, with the extractor `score` uses; or None."""
-    from eval.features import SHORT_NAMES, extract_features, load_extractor
-    if p.score.extractor == "inception":
-        ext = load_extractor("inception-v3-compat", device=device, weights_path=p.score.inception_weights)
-    elif evalnet_path:
-        ext = load_extractor("evalnet", device=device, weights_path=evalnet_path)
-    else:
-        return None, None
-    def features(images_NHW3):
-        return extract_features(images_NHW3, ext, batch_size=p.score.batch_size)["pool"].cpu().numpy()
-    return SHORT_NAMES[ext.name], features
-
-
 def build_perceptual_loss(cfg, evalnet_path, device):
     """The lambda_P term's network (var/perceptual.py), or None when lambda_p is 0."""
     if cfg.lambda_p <= 0:
@@ -61,7 +57,7 @@ def build_perceptual_loss(cfg, evalnet_path, device):
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
-    if p.tokenizer.pretrained:     # issue 9: the released tokenizer, imported instead of trained (Table 1 rows)
+    if p.tokenizer.pretrained:     # the released tokenizer, imported instead of trained (Table 1 rows)
         return import_pretrained(p, args, log)
     world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
     cfg = p.tokenizer.train
@@ -72,17 +68,21 @@ def main(args, log) -> dict:
         prepare_state_dir(args.state_dir, fp, log)
     barrier()
     state_dir = Path(args.state_dir)
-    train_x, _ = split_images(args.train, p.data.image_size)
-    val_x, _ = split_images(args.val, p.data.image_size)
+    train_x, _ = load_split_images(args.train, p.data.image_size)
+    val_x, _ = load_split_images(args.val, p.data.image_size)
     torch.manual_seed(p.tokenizer.train.seed)              # initial weights depend on the seed only
     vqvae = VQVAE(p.tokenizer.model)
     n_params = sum(q.numel() for q in vqvae.parameters())
-    feat_name, features = rfid_features(p, args.evalnet, device)
+    feat_name, features = reconstruction_features(p.score.extractor, inception_weights=p.score.inception_weights,
+                                                  evalnet_path=args.evalnet, device=device,
+                                                  batch_size=p.score.batch_size)
     perceptual = build_perceptual_loss(cfg, args.evalnet, device)
     with progress_bar("train tokenizer") as update:
-        metrics = train_tokenizer(vqvae, train_x, val_x, cfg, out_dir=state_dir, device=device,
+        metrics = train_tokenizer(vqvae, train_x, cfg, out_dir=state_dir, device=device,
                                   log=log.info, progress=lambda s, n, info: update(s, n, info),
-                                  perceptual=perceptual, features=features, features_name=feat_name or "evalnet")
+                                  perceptual=perceptual,
+                                  evaluate=tokenizer_evaluator(val_x, cfg.eval_batch_size or cfg.batch_size, device,
+                                                               features, feat_name or "evalnet"))
     metrics = {"num_params": n_params, "perceptual": cfg.perceptual if cfg.lambda_p > 0 else "none",
                "world_size": world.size, **metrics}
     if not world.is_main:

@@ -1,8 +1,9 @@
-"""Stage `table3`: `results/table3.{md,csv}`, the rows of `table3.rows` (AR baseline first) beside the paper's
-Table 3 rows they mirror, with parameter count, inference cost and FID relative to the first row."""
+"""Stages `table3` and `table2` (`--table`): the rows of `table3.rows` (AR baseline first) beside the paper's Table 3
+rows they mirror, with parameter count, inference cost and FID relative to the first row; or the higher-resolution
+rows of `table2.rows` (setting `hires`: twice the base resolution with shared AdaLN; for ImageNet the 512 px
+var-d36-s recipe) beside the paper's Table 2, with the validation-data row of that setting (`--valdata`)."""
 from __future__ import annotations
 
-import argparse
 import json
 
 from eval.row_tables import build_table2, build_table3, table2_markdown, table3_markdown
@@ -46,22 +47,17 @@ def main(args, log) -> dict:
     return {"rows": len(meas), **{f"FID[{getattr(r, key)}]": r.FID for r in meas.itertuples()}}
 
 
-def parser(stage: str):
-    ap = stage_parser(stage, __doc__)
+def cli(argv=None):
+    ap = stage_parser("row_table", __doc__)
+    ap.add_argument("--table", required=True, choices=("table2", "table3"), help="which table")
     ap.add_argument("--rows", nargs="+", required=True, help="row names, in table order")
     ap.add_argument("--scores", nargs="+", required=True, help="inputs: score JSON per row")
     ap.add_argument("--train-metrics", nargs="+", required=True, help="inputs: train metrics JSON per row")
     ap.add_argument("--sample-metrics", nargs="+", required=True, help="inputs: sample cost JSON per row")
+    ap.add_argument("--valdata", default="", help="input (table2): validation-data score JSON of the hires setting")
     ap.add_argument("--md", required=True, help="output: Markdown table")
     ap.add_argument("--csv", required=True, help="output: CSV table")
-    ap.set_defaults(table=stage)
-    return ap
-
-
-def cli(argv=None):
-    ap = parser("table3")
-    ap.add_argument("--valdata", default="", help=argparse.SUPPRESS)
-    run_stage("table3", main, ap, argv)
+    run_stage("row_table", main, ap, argv)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.common import load_stage_params, run_stage, select_device, split_images, stage_parser
+from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
 from var.checkpoint import load_model_checkpoint
+from var.data import load_split_images
 from var.editing import box_mask, edit
 from var.io import atomic_path, atomic_write_json
 
@@ -80,7 +81,7 @@ def main(args, log) -> dict:
         raise ValueError(f"zeroshot.model {name!r} is not among --models {names}")
     var, _ = load_model_checkpoint(args.model[names.index(name)], kind="var", map_location=device)
     var.to(device).eval()
-    images, labels = split_images(args.val, p.tokenizer.model.image_size)
+    images, labels = load_split_images(args.val, p.tokenizer.model.image_size)
     K = var.num_classes
     pick = [int(np.flatnonzero(labels == c % K)[0]) for c in range(zs.num_images) if (labels == c % K).any()]
     src_u8, lab = images[pick], labels[pick]

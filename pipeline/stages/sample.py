@@ -11,33 +11,21 @@ import time
 import numpy as np
 import torch
 
-from pipeline.common import load_checkpoint_for, load_stage_params, progress_bar, run_stage, stage_parser
+from pipeline.common import load_stage_params, progress_bar, run_stage, stage_parser
+from var.checkpoint import load_matching_checkpoint
 from var.distributed import all_reduce_sum, init_from_env
 from var.engine import GenerationEngine
-from var.io import atomic_path, atomic_write_json
+from var.io import atomic_path, atomic_write_json, save_image_grid
 from var.sharded_sampling import gather_to_file, generate_blocks
-
-
-def save_grid(path, images_NHW3: np.ndarray, labels_N: np.ndarray, per_row: int = 10) -> None:
-    """One row per class, the first `per_row` samples of each."""
-    from PIL import Image
-    classes = np.unique(labels_N)
-    H, W = images_NHW3.shape[1:3]
-    grid = np.full((len(classes) * H, per_row * W, 3), 255, np.uint8)
-    for r, c in enumerate(classes):
-        for j, i in enumerate(np.flatnonzero(labels_N == c)[:per_row]):
-            grid[r * H:(r + 1) * H, j * W:(j + 1) * W] = images_NHW3[i]
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
 
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
     sc = p.sample
     world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
-    var, ckpt = load_checkpoint_for(args.model, "var", p.model(args.model_name).model,
+    var, ckpt = load_matching_checkpoint(args.model, "var", p.model(args.model_name).model,
                                     f"models.{args.model_name}.model", device)
-    vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
+    vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     var.to(device).eval()
     vqvae.to(device).eval()
     engine = None
@@ -61,7 +49,7 @@ def main(args, log) -> dict:
     images_NHW3 = gather_to_file(blocks, labels_N, args.samples, sc.batch_size, world)
     if not world.is_main:
         return {}
-    save_grid(args.grid, images_NHW3, labels_N)
+    save_image_grid(args.grid, images_NHW3, labels_N)
     info = {"model": args.model_name, "num_images": int(len(labels_N)), "seconds": seconds,
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
             "world_size": world.size, "wall_seconds": time.perf_counter() - t_wall,

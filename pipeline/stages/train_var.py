@@ -14,9 +14,16 @@ from pathlib import Path
 
 import torch
 
-from pipeline.common import (copy_atomic, fingerprint, load_checkpoint_for, load_stage_params, prepare_state_dir,
-                             progress_bar, run_stage, stage_parser)
-from var.checkpoint import load_official_state_dict, save_checkpoint
+from pipeline.common import (
+    copy_atomic,
+    fingerprint,
+    load_stage_params,
+    prepare_state_dir,
+    progress_bar,
+    run_stage,
+    stage_parser,
+)
+from var.checkpoint import load_matching_checkpoint, load_official_state_dict, save_checkpoint
 from var.distributed import barrier, init_from_env
 from var.io import atomic_write_json
 from var.train import train_var
@@ -29,7 +36,7 @@ def main(args, log) -> dict:
     world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
     if spec.pretrained:
         return import_pretrained(args, spec, log)
-    vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
+    vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     fp = fingerprint(p, [f"models.{args.model_name}", "tokenizer.model"],
                      [args.tokenizer, args.train_tokens, args.val_tokens])
     state_dir = Path(args.state_dir)

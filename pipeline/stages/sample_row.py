@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from eval.complexity import generation_flops
-from pipeline.common import load_checkpoint_for, progress_bar, run_stage, select_device, stage_parser
+from pipeline.common import progress_bar, row_params, run_stage, select_device, stage_parser
 from pipeline.rows import row_model_config
-from pipeline.sample import save_grid
-from pipeline.train_row import row_params
 from var.ar import sample_ar
-from var.io import atomic_savez, atomic_write_json
+from var.checkpoint import load_matching_checkpoint
+from var.io import atomic_savez, atomic_write_json, save_image_grid
 from var.sampling import sample
 
 
@@ -27,8 +26,8 @@ def main(args, log) -> dict:
     sc = p.sample
     device = select_device(args.device)
     want = row_model_config(row, p.tokenizer.model, p.data.num_classes)
-    model, ckpt = load_checkpoint_for(args.model, row.kind, want, f"rows.{args.row}", device)
-    vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
+    model, ckpt = load_matching_checkpoint(args.model, row.kind, want, f"rows.{args.row}", device)
+    vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     model.to(device).eval()
     vqvae.to(device).eval()
     labels_N = np.repeat(np.arange(model.cfg.num_classes, dtype=np.int64), sc.per_class)
@@ -53,7 +52,7 @@ def main(args, log) -> dict:
             update(min((b + 1) * sc.batch_size, len(labels_N)))
     images_NHW3 = np.concatenate(images)
     atomic_savez(args.samples, images=images_NHW3, labels=labels_N)
-    save_grid(args.grid, images_NHW3, labels_N)
+    save_image_grid(args.grid, images_NHW3, labels_N)
     steps = model.cfg.seq_len if row.kind == "ar" else len(model.cfg.patch_nums)
     info = {"row": args.row, "kind": row.kind, "num_images": int(len(labels_N)), "seconds": seconds,
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),

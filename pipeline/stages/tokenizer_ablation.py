@@ -15,13 +15,14 @@ import json
 import torch
 
 from eval.evalnet import load_evalnet
-from pipeline.common import (fingerprint, load_stage_params, prepare_state_dir, run_stage, select_device,
-                             split_images, stage_parser)
-from pipeline.tokenizer import rfid_features
+from eval.features import reconstruction_features
+from eval.recon import evaluate_tokenizer, tokenizer_evaluator
+from pipeline.common import fingerprint, load_stage_params, prepare_state_dir, run_stage, select_device, stage_parser
+from var.data import load_split_images
 from var.io import atomic_write_json, atomic_write_text
 from var.perceptual import build_perceptual
 from var.quant_independent import use_independent_quantizer
-from var.tokenizer_train import evaluate_tokenizer, train_tokenizer
+from var.tokenizer_train import train_tokenizer
 from var.vqvae import VQVAE
 
 COLUMNS = ("variant", "quantizer", "loss", "step", "val_psnr", "val_ssim", "val_rfid_evalnet", "val_usage_mean",
@@ -68,10 +69,10 @@ def main(args, log) -> dict:
     device = select_device(args.device)
     fp = fingerprint(p, ["data", "tokenizer", "tokenizer_ablation"], [args.train, args.val, args.evalnet])
     state_root = prepare_state_dir(args.state_dir, fp, log)
-    train_x, _ = split_images(args.train, p.data.image_size)
-    val_x, _ = split_images(args.val, p.data.image_size)
-    _, features = rfid_features(dataclasses.replace(p, score=dataclasses.replace(p.score, extractor="evalnet")),
-                                args.evalnet, device)
+    train_x, _ = load_split_images(args.train, p.data.image_size)
+    val_x, _ = load_split_images(args.val, p.data.image_size)
+    _, features = reconstruction_features("evalnet", evalnet_path=args.evalnet, device=device,
+                                          batch_size=p.score.batch_size)
     real_feats = features(val_x)
     perceptual = build_perceptual("evalnet", evalnet=load_evalnet(args.evalnet)).to(device)
     torch.manual_seed(ab.seed)
@@ -92,8 +93,10 @@ def main(args, log) -> dict:
         vq = fresh(quantizer)
         cfg = variant_config(p.tokenizer.train, ab, loss)
         log.info("variant %s: %s", name, cfg)
-        m = train_tokenizer(vq, train_x, val_x, cfg, out_dir=state_root / name, device=device, log=log.info,
-                            perceptual=perceptual if loss == "full" else None, features=features)
+        m = train_tokenizer(vq, train_x, cfg, out_dir=state_root / name, device=device, log=log.info,
+                            perceptual=perceptual if loss == "full" else None,
+                            evaluate=tokenizer_evaluator(val_x, cfg.eval_batch_size or cfg.batch_size, device,
+                                                         features))
         rows.append({"variant": name, "quantizer": quantizer, "loss": loss, **{k: v for k, v in m.items()
                                                                                if k != "history"}})
     atomic_write_text(args.md, markdown(rows, ab, p.data.image_size))

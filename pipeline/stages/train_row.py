@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.common import (copy_atomic, fingerprint, load_checkpoint_for, load_stage_params, prepare_state_dir,
-                             progress_bar, run_stage, select_device, stage_parser)
-from pipeline.params import load_params
+from pipeline.common import (
+    copy_atomic,
+    fingerprint,
+    prepare_state_dir,
+    progress_bar,
+    row_params,
+    run_stage,
+    select_device,
+    stage_parser,
+)
 from pipeline.rows import row_model_config
 from var.ar import AR
+from var.checkpoint import load_matching_checkpoint
 from var.io import atomic_write_json
 from var.train import train_var
 from var.transformer import VAR
-
-
-def row_params(args, name: str):
-    """(row, the params of the row's setting / tokenizer kind)."""
-    base = load_stage_params(args)
-    if name not in base.rows:
-        raise KeyError(f"unknown row {name!r}; rows in params: {', '.join(base.rows)}")
-    row = base.rows[name]
-    return row, load_params(args.params, args.configfile, setting=row.setting, single_scale=row.kind == "ar")
 
 
 def build_row_model(row, p):
@@ -37,7 +36,7 @@ def main(args, log) -> dict:
     if row.model_from:
         raise ValueError(f"row {args.row!r} reuses the model of {row.model_from!r} (model_from); nothing to train")
     device = select_device(args.device)
-    vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
+    vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     fp = fingerprint(p, [f"rows.{args.row}", "tokenizer.model"], [args.tokenizer, args.train_tokens, args.val_tokens])
     state_dir = prepare_state_dir(args.state_dir, fp, log)
     torch.manual_seed(row.train.seed)                      # initial weights depend on the seed only

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.common import (load_checkpoint_for, load_stage_params, progress_bar, run_stage, select_device,
-                             stage_parser)
+from pipeline.common import load_stage_params, progress_bar, run_stage, select_device, stage_parser
+from var.checkpoint import load_matching_checkpoint
 from var.data import ImageSplit
 from var.io import atomic_savez
 from var.precision import fp32_precision
@@ -40,7 +40,7 @@ def encode_split(vqvae, split_path, image_size: int, batch_size: int, device, sk
 def main(args, log) -> dict:
     p = load_stage_params(args)
     device = select_device(args.device)
-    vqvae, _ = load_checkpoint_for(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
+    vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     vqvae.to(device).eval()
     out = {}
     for split, src, dst in (("train", args.train, args.train_tokens), ("val", args.val, args.val_tokens)):

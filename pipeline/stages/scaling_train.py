@@ -18,8 +18,15 @@ from pathlib import Path
 import torch
 
 from eval.scaling import attention_pairs, forward_flops, train_flops
-from pipeline.common import (fingerprint, load_stage_params, prepare_state_dir, progress_bar, run_stage,
-                             select_device, stage_parser)
+from pipeline.common import (
+    fingerprint,
+    load_stage_params,
+    prepare_state_dir,
+    progress_bar,
+    run_stage,
+    select_device,
+    stage_parser,
+)
 from var.checkpoint import load_model_checkpoint
 from var.config import VARConfig, build_config, config_to_dict
 from var.io import atomic_torch_save, atomic_write_json, load_torch

@@ -2,16 +2,17 @@
 FID/IS/precision/recall where no Inception weights exist); reports its val accuracy."""
 from __future__ import annotations
 
-from pipeline.common import load_stage_params, progress_bar, run_stage, select_device, split_images, stage_parser
 from eval.evalnet import save_evalnet, train_evalnet
+from pipeline.common import load_stage_params, progress_bar, run_stage, select_device, stage_parser
+from var.data import load_split_images
 from var.io import atomic_write_json
 
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
     device = select_device(args.device)
-    tr_x, tr_y = split_images(args.train, p.data.image_size)
-    va_x, va_y = split_images(args.val, p.data.image_size)
+    tr_x, tr_y = load_split_images(args.train, p.data.image_size)
+    va_x, va_y = load_split_images(args.val, p.data.image_size)
     with progress_bar("train evalnet", total=p.evalnet.epochs) as update:
         net, metrics = train_evalnet(p.evalnet, tr_x, tr_y, va_x, va_y, device=str(device),
                                      progress=lambda ep, info: update(ep, info=info))

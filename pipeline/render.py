@@ -1,0 +1,126 @@
+"""The plan as the two front ends see it: `dvc.yaml` (written by `python -m pipeline.render`) and the Snakemake
+rules (the Snakefile calls `snakemake_rules`). One code path for every job -- models, rows, settings -- so both run
+byte-identical commands on identical paths, with the same code, input and params dependencies.
+
+    python -m pipeline.render            # write dvc.yaml from params.yaml
+    python -m pipeline.render --check    # exit 1 if the committed dvc.yaml is stale
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from pipeline.codedeps import code_files
+from pipeline.params import Params, load_params, select
+from pipeline.plan import Job, Plan, build_plan
+from pipeline.registry import MODEL, ROW
+
+HEADER = ("# GENERATED from the stage registry (pipeline/registry.py) and params.yaml by `python -m pipeline.render`;\n"
+          "# do not edit. The Snakefile builds its rules from the same plan (tests/test_dag.py checks both agree).\n")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the Snakefile's `rule:` block needs of one job, or of all jobs of a per-model / per-row stage (then one
+    rule with a wildcard, named after the stage, so profiles can set resources per stage: `set-resources:
+    train_var: ...`). `inputs`, `fingerprint` and `command` are functions of the wildcards for such a rule."""
+    name: str
+    wildcard: str                              # "" for a single job; else "model" or "row"
+    values: tuple[str, ...]                    # the wildcard's values (its constraint)
+    inputs: dict[str, Any]
+    outputs: dict[str, str]
+    log: str
+    fingerprint: Any
+    gpus: int
+    light: bool
+    command: Callable[..., str]                # (wildcards, overrides, gpus) -> shell command
+
+
+def job_gpus(p: Params, job: Job) -> int:
+    """GPUs the job asks for: params `resources` for multi-GPU stages, none for CPU-only stages, else one."""
+    return p.resources.gpus_for(job.stage.name, job.stage.gpus)
+
+
+def _rule_inputs(job: Job) -> dict[str, str | list[str]]:
+    """A job's inputs; the code it runs is an input too (Snakemake reruns a job whose inputs are newer than its
+    outputs), as DVC lists it among a stage's deps."""
+    out: dict[str, str | list[str]] = {k: list(v) if isinstance(v, tuple) else v for k, v in job.inputs.items()}
+    out["code"] = list(code_files(job.module))
+    return out
+
+
+def snakemake_rules(p: Params) -> list[Rule]:
+    plan = build_plan(p)
+    rules, grouped = [], {}
+    for job in plan.jobs:
+        st = job.stage
+        if st.over not in (MODEL, ROW):
+            rules.append(Rule(job.name, "", (), _rule_inputs(job), dict(job.outputs), job.log,
+                              repr(select(p, job.params)), job_gpus(p, job), st.light,
+                              lambda wc, overrides, gpus, job=job: job.command(overrides, gpus)))
+        elif st.name not in grouped:
+            grouped[st.name] = len(rules)
+            rules.append(None)
+    for stage, i in grouped.items():
+        jobs = {(j.context.model or j.context.row): j for j in plan.jobs if j.stage.name == stage}
+        first = next(iter(jobs.values()))
+        key = "model" if first.stage.over == MODEL else "row"
+        rules[i] = Rule(stage, key, tuple(jobs), lambda wc, jobs=jobs, key=key: _rule_inputs(jobs[wc[key]]),
+                        dict(first.stage.outputs), f"logs/{stage}/{{{key}}}.log",
+                        lambda wc, jobs=jobs, key=key: repr(select(p, jobs[wc[key]].params)),
+                        job_gpus(p, first), first.stage.light,
+                        lambda wc, overrides, gpus, jobs=jobs, key=key: jobs[wc[key]].command(overrides, gpus))
+    return rules
+
+
+def dvc_stage(p: Params, job: Job) -> dict:
+    st = job.stage
+    entry = {"cmd": job.command(gpus=job_gpus(p, job)),
+             "deps": [*code_files(job.module), *job.input_paths()],
+             "params": list(job.params)}
+    outs = [v for k, v in job.outputs.items() if k not in st.metrics and k not in st.plots]
+    if outs:
+        entry["outs"] = outs
+    if st.metrics:
+        entry["metrics"] = [{job.outputs[k]: {"cache": False}} for k in st.metrics]
+    if st.plots:
+        entry["plots"] = [{job.outputs[k]: {"cache": False}} for k in st.plots]
+    return entry
+
+
+def render_dvc_yaml(p: Params, plan: Plan | None = None) -> str:
+    """dvc.yaml text of the jobs of `p`."""
+    plan = plan or build_plan(p)
+    stages = {job.name: dvc_stage(p, job) for job in plan.jobs}
+    plots = [{job.outputs[k]: {"x": cols[0], "y": list(cols[1:])}}
+             for job in plan.jobs for k, cols in job.stage.plots.items()]
+    body = yaml.safe_dump({"stages": stages, **({"plots": plots} if plots else {})}, sort_keys=False, width=10_000)
+    return HEADER + body
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.render", description="write dvc.yaml from the registry")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="dvc.yaml")
+    ap.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated text")
+    args = ap.parse_args(argv)
+    text = render_dvc_yaml(load_params(args.params))
+    out = Path(args.out)
+    if args.check:
+        if not out.is_file() or out.read_text() != text:
+            print(f"{out} is stale: run `python -m pipeline.render`", file=sys.stderr)
+            return 1
+        return 0
+    from var.io import atomic_write_text
+    atomic_write_text(out, text)
+    print(f"wrote {out} from the registry in pipeline/registry.py")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
