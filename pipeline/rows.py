@@ -1,7 +1,7 @@
 """Rows of Tables 2 and 3 as data: params.yaml `rows.<name>` is one full recipe (model kind and switches, sampler,
 resolution setting, training), and `table2.rows` / `table3.rows` list which rows each table shows, in order.
 
-Adding a row is a params change: the DAG (pipeline/dag.py) gets `train_row` / `sample_row` / `score_row` jobs for
+Adding a row is a params change: the DAG (pipeline/plan.py) gets `train_row` / `sample_row` / `score_row` jobs for
 every row of a table, writing `runs/rows/<name>/{model.pt,metrics.json,samples.npz,sample_metrics.json,
 scores.json}`. The row's tokenizer is decided by its kind and setting (`row_source`): VAR rows read the
 multi-scale tokens of their setting, AR rows the single-scale (VQGAN-style) tokens of `tokenizer_ar`.

@@ -1,6 +1,6 @@
 """Datasets: the embedded procedural `shapes` set, ImageNet-layout image folders, and the split files.
 
-Split files (`data` stage, see docs/ARCHITECTURE.md) are `.npz` with either `images` uint8 (N, H, W, 3) RGB or
+Split files (`data` stage, see docs/architecture.md) are `.npz` with either `images` uint8 (N, H, W, 3) RGB or
 `paths` (a numpy unicode array, never pickled) plus `labels` int64 (N,). `ImageSplit` serves either kind as
 `(img_3HW float32 in [-1, 1], label)`.
 

@@ -1,6 +1,6 @@
 """Stage `tokens`: encode the train/val splits into multi-scale token maps once, with the trained tokenizer.
 
-Output `.npz` (docs/ARCHITECTURE.md): `idx_NL` (int16 if V <= 32767 else int32; scales concatenated coarsest
+Output `.npz` (docs/architecture.md): `idx_NL` (int16 if V <= 32767 else int32; scales concatenated coarsest
 first, L = sum pn^2), `labels_N` int64, `patch_nums` int64.
 """
 from __future__ import annotations

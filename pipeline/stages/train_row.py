@@ -2,7 +2,7 @@
 on its tokens with the same trainer as `train_var` (var.train.train_var); resumable the same way.
 
 AR rows read the single-scale tokens of `tokenizer_ar` (`--scales last`), rows with a `setting` that setting's
-tokens; the DAG passes the right files (pipeline/dag.py), and the tokenizer checkpoint is checked against them.
+tokens; the DAG passes the right files (pipeline/plan.py), and the tokenizer checkpoint is checked against them.
 """
 from __future__ import annotations
 
