@@ -20,9 +20,10 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column
 
-from pipeline.params import Params, load_params, select
+from pipeline.params import Params, load_params, params_to_dict, select
 
 console = Console(stderr=True)
 
@@ -35,11 +36,105 @@ def stage_parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--log", "--log-file", dest="log", default=None,
                    help="log file of this stage (the DAG gives logs/<stage>.log; --log-file under torchrun)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--job", default="", help="the DAG's name of this job: the stage checks that its command is the "
+                   "one the params plan for it (a stale dvc.yaml is refused); omit when running by hand")
     # the same stage CLIs serve Table 2's resolution setting and the AR baseline's tokenizer
     p.add_argument("--setting", default="", help="a key of params `settings` merged over the params (Table 2)")
     p.add_argument("--scales", default="all", choices=("all", "last"),
                    help="last: the tokenizer quantises only its final scale (the AR baseline's VQGAN-style one)")
     return p
+
+
+class StalePlanError(RuntimeError):
+    """A job's command (from dvc.yaml or a script) is not the one the current params plan for it."""
+
+
+def check_job(args, parser: argparse.ArgumentParser) -> None:
+    """`--job NAME`: the plan of the params (and override files) this command names must hold a job NAME whose
+    command parses to the same arguments (the device aside): otherwise dvc.yaml was rendered for other params."""
+    import shlex
+
+    from pipeline.plan import build_plan
+    overrides = tuple(args.configfile)
+    render = " ".join(["python -m pipeline.render", *(["--configfile", *overrides] if overrides else [])])
+    src = " + ".join((args.params, *overrides))
+    jobs = {j.name: j for j in build_plan(load_params(args.params, overrides)).jobs}
+    if args.job not in jobs:
+        raise StalePlanError(f"job {args.job!r} is not in the plan of {src}: dvc.yaml is stale, run `{render}`")
+    argv = shlex.split(jobs[args.job].command(overrides))[3:]      # after `python -m <module>`
+    want = {k: v for k, v in vars(parser.parse_args(argv)).items() if k != "device"}
+    got = {k: v for k, v in vars(args).items() if k != "device"}
+    if want != got:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        raise StalePlanError(f"this command differs from the plan of {src} for job {args.job!r} in {diff}: "
+                             f"dvc.yaml is stale, run `{render}`")
+
+
+def provenance(args, p: Params) -> dict:
+    """Where a result came from: the params files, the run's name, a digest of the params the job read (its
+    rerun fingerprint: the resolved values of its params keys; all params for a command run by hand), the git
+    commit of the code and whether the code differs from it. Recorded in every scores.json and table."""
+    import subprocess
+    if args.job:
+        from pipeline.plan import build_plan
+        keys = next(j.params for j in build_plan(load_params(args.params, args.configfile)).jobs if j.name == args.job)
+        read = select(p, keys)
+    else:
+        read = params_to_dict(p)
+    digest = hashlib.sha256(json.dumps(read, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def git(*cmd: str) -> str | None:
+        try:
+            res = subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--", "var", "eval", "pipeline") if commit else None
+    return {"config_files": [str(args.params), *map(str, args.configfile)], "run": p.run.name,
+            "smoke_test": p.run.smoke_test, "params_sha256": digest, "git_commit": commit,
+            "code_modified": bool(changed) if commit else None}
+
+
+def summary_of(scores: dict, train_metrics: dict, sample_metrics: dict) -> dict:
+    """A measured row's DVC metrics: its scores (keys name their extractor: fid_evalnet is not fid_inception),
+    class accuracy, validation loss and sampling cost, flat and numeric."""
+    keys = [k for k in scores if k.split("_")[0] in ("fid", "is", "precision", "recall", "kid", "density",
+                                                     "coverage", "fd") and isinstance(scores[k], (int, float))]
+    out = {k: scores[k] for k in keys if "untrained" not in k and "ratio" not in k}
+    for src, key, name in ((scores, "class_acc_evalnet", "class_acc"), (train_metrics, "val_loss", "val_loss"),
+                           (train_metrics, "val_err_last", "val_err_last"),
+                           (sample_metrics, "seconds_per_image", "sec_per_image"),
+                           (sample_metrics, "flops_per_image", "flops_per_image")):
+        if isinstance(src.get(key), (int, float)):
+            out[name] = src[key]
+    return out
+
+
+def annotate_measured(df, key: str, sample_metrics: dict[str, dict], prov: dict):
+    """Measured rows of a table (`df[key]` names them) get their sample count, sampler seed and the table's
+    provenance (run name, params digest, commit) as columns."""
+    measured = df["source"] == "measured"
+    for name, g in sample_metrics.items():
+        at = measured & (df[key] == name)
+        df.loc[at, "samples"] = g.get("num_images")
+        df.loc[at, "seed"] = (g.get("sampler") or {}).get("seed")
+    for k in ("run", "params_sha256", "git_commit"):
+        df.loc[measured, k] = prov[k]
+    return df
+
+
+def with_provenance(md: str, args, p: Params, samples: int | None = None) -> tuple[str, dict]:
+    """(The Markdown of a table with its provenance under the title, the provenance dict). A smoke-test config
+    (`run.smoke_test`, the ci config) says so in the title itself."""
+    prov = provenance(args, p)
+    title, _, rest = md.partition("\n")
+    if p.run.smoke_test:
+        title += f" -- SMOKE TEST (config `{p.run.name}`): tiny models, not results"
+    line = (f"Config `{p.run.name}` ({', '.join(prov['config_files'])}); params sha256 {prov['params_sha256']}; "
+            f"code {prov['git_commit'] or 'not in a git repository'}{' (modified)' if prov['code_modified'] else ''}"
+            + (f"; {samples} samples per model" if samples else "") + ".")
+    return f"{title}\n\n{line}\n{rest}", prov
 
 
 def load_stage_params(args) -> Params:
@@ -87,6 +182,8 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], d
     outputs are written atomically by the stage, so a failure never leaves a partial file at an output path.
     """
     args = parser.parse_args(argv)
+    if args.job:
+        check_job(args, parser)
     import torch
     # AdaLN gammas start near 1e-5, so AdamW's second moments underflow into denormals, which x86 CPUs process
     # ~15x slower (measured: a VAR-d4 step 4.7 s -> 0.3 s). Flushing them to zero changes no result that matters.
@@ -99,6 +196,12 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], d
     t0 = time.perf_counter()
     try:
         values = main(args, log) or {}
+    except KeyboardInterrupt:
+        state = getattr(args, "state_dir", None)
+        log.error("%s interrupted%s; outputs are written atomically, so none is half-written. Run the same command "
+                  "(or snakemake / dvc repro) again to %s", stage, f" on rank {rank}" if rank else "",
+                  f"resume from {state}" if state else "rerun it")
+        raise SystemExit(130)
     except Exception as e:
         log.error("%s failed%s: %s: %s", stage, f" on rank {rank}" if rank else "", type(e).__name__, e)
         if not isinstance(e, (ValueError, RuntimeError, FileNotFoundError, KeyError, FloatingPointError)):
@@ -120,8 +223,12 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], d
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
     """A rich progress bar; yields `update(done, total=None, **info)` (the libraries' progress callbacks)."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    # Step count and ETA first and never squeezed: on a narrow (80-column) terminal only the bar and the free-form
+    # info shrink (the info is cut with an ellipsis).
+    columns = (TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, max_width=24)),
+               MofNCompleteColumn(table_column=Column(no_wrap=True)),
+               TimeRemainingColumn(table_column=Column(no_wrap=True)), BarColumn(bar_width=16),
+               TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)))
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as prog:
         task = prog.add_task(description, total=total, info="")
 

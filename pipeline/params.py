@@ -64,6 +64,19 @@ class TokenizerAblationConfig(Config):
 
 
 @dataclass(frozen=True)
+class RunConfig(Config):
+    """params.yaml `run`: which configuration this is. Every output goes under runs/<name>/, results/<name>/,
+    metrics/<name>/ and logs/<name>/, so the artifacts of two configs (the default, `ci`, ImageNet) never mix."""
+    name: str = "default"
+    smoke_test: bool = False     # tiny models and data (the `ci` config): tables say so in their title
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not re.fullmatch(NAME_RE, self.name):
+            raise ValueError(f"run.name {self.name!r}: use letters, digits, '-' and '_' only (it becomes a path)")
+
+
+@dataclass(frozen=True)
 class Table1Config(Config):
     """params.yaml `table1`: which measured models appear (in this order); empty = every entry of `models`."""
     models: tuple[str, ...] = ()
@@ -117,6 +130,7 @@ class Params:
     evalnet: EvalNetConfig
     score: ScoreConfig
     table1: Table1Config
+    run: RunConfig = field(default_factory=RunConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     settings: dict[str, Any] = field(default_factory=dict)     # name -> overlay (raw mapping), pipeline/rows.py
@@ -247,6 +261,7 @@ def build_params(raw: Mapping) -> Params:
     return Params(seed=seed, data=data, tokenizer=tokenizer, models=models, sample=sample,
                   evalnet=build_config(EvalNetConfig, seeded(EvalNetConfig, raw.get("evalnet"), seed), "evalnet"),
                   score=build_config(ScoreConfig, raw.get("score"), "score"), table1=table1,
+                  run=build_config(RunConfig, raw.get("run"), "run"),
                   scaling=_scaling(raw, seed), zeroshot=zeroshot, **_rows(raw, seed),
                   tokenizer_ablation=build_config(TokenizerAblationConfig, seeded(
                       TokenizerAblationConfig, raw.get("tokenizer_ablation"), seed), "tokenizer_ablation"),

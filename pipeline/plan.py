@@ -43,6 +43,7 @@ class Job:
     outputs: dict[str, str]                     # CLI flag -> path
     args: dict[str, str | tuple[str, ...]]      # further CLI args
     params: tuple[str, ...]                     # resolved params keys (its fingerprint)
+    run: str = "default"                        # params run.name: the root of its outputs and log
 
     @property
     def module(self) -> str:
@@ -51,8 +52,8 @@ class Job:
     @property
     def log(self) -> str:
         if self.stage.over in (MODEL, ROW):
-            return f"logs/{self.stage.name}/{self.context.model or self.context.row}.log"
-        return f"logs/{self.name}.log"
+            return f"logs/{self.run}/{self.stage.name}/{self.context.model or self.context.row}.log"
+        return f"logs/{self.run}/{self.name}.log"
 
     def input_paths(self) -> list[str]:
         out = []
@@ -66,7 +67,7 @@ class Job:
         the log goes by its unambiguous alias `--log-file`."""
         torchrun = gpus > 1 and self.stage.gpus == "many"
         parts = [f"torchrun --standalone --nproc_per_node {gpus} -m" if torchrun else "python -m", self.module,
-                 "--params params.yaml", *(f"--configfile {o}" for o in overrides)]
+                 "--params params.yaml", *(f"--configfile {o}" for o in overrides), f"--job {self.name}"]
         for name, v in {**self.inputs, **self.outputs, **self.args}.items():
             vals = v if isinstance(v, tuple) else (v,)
             parts.append(f"--{name.replace('_', '-')} {' '.join(vals)}")
@@ -92,8 +93,8 @@ def _instance_key(st: Stage, ctx: Context) -> str:
     return {SINGLE: "", SETTING: ctx.s, TOKENIZER: ctx.tok, MODEL: ctx.model, ROW: ctx.row}[st.over]
 
 
-def _fill(template: str, ctx: Context) -> str:
-    return template.format(s=ctx.s, t=ctx.tok, model=ctx.model, row=ctx.row)
+def _fill(template: str, ctx: Context, name: str) -> str:
+    return template.format(n=name, s=ctx.s, t=ctx.tok, model=ctx.model, row=ctx.row)
 
 
 def row_context(p: Params, row: str) -> Context:
@@ -114,9 +115,9 @@ def resolve_output(p: Params, ref: str, ctx: Context) -> str:
     if stage == "train_row":                    # a row's model: its own, or its model_from owner's
         kind, owner = model_owner(p, ctx.row)
         if kind == "model":
-            return _fill(BY_NAME["train_var"].outputs[out], Context(model=owner))
+            return _fill(BY_NAME["train_var"].outputs[out], Context(model=owner), p.run.name)
         ctx = replace(ctx, row=owner)
-    return _fill(BY_NAME[stage].outputs[out], ctx)
+    return _fill(BY_NAME[stage].outputs[out], ctx, p.run.name)
 
 
 def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
@@ -126,11 +127,12 @@ def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
             inputs[flag] = tuple(resolve_output(p, ref[1:], m) for m in _members(p, st))
         else:
             inputs[flag] = resolve_output(p, ref, ctx)
-    args: dict[str, str | tuple[str, ...]] = {k: _fill(v, ctx) for k, v in st.args.items()}
+    n = p.run.name
+    args: dict[str, str | tuple[str, ...]] = {k: _fill(v, ctx, n) for k, v in st.args.items()}
     if st.table:
         args["models" if st.table == "table1" else "rows"] = tuple(m.model or m.row for m in _members(p, st))
     if st.state:
-        args["state_dir"] = _fill(st.state, ctx)
+        args["state_dir"] = _fill(st.state, ctx, n)
     if st.over in (SETTING, TOKENIZER) and ctx.setting:
         args["setting"] = ctx.setting
     if st.over == TOKENIZER and ctx.tok.endswith("_ar"):
@@ -138,7 +140,7 @@ def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
     params = tuple(k.format(model=ctx.model, row=ctx.row) for k in st.params)
     if st.over in (SETTING, TOKENIZER) and ctx.setting:
         params += (f"settings.{ctx.setting}",)
-    return Job(name, st, ctx, inputs, {k: _fill(v, ctx) for k, v in st.outputs.items()}, args, params)
+    return Job(name, st, ctx, inputs, {k: _fill(v, ctx, n) for k, v in st.outputs.items()}, args, params, n)
 
 
 def build_plan(p: Params) -> Plan:

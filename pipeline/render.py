@@ -2,8 +2,12 @@
 rules (the Snakefile calls `snakemake_rules`). One code path for every job -- models, rows, settings -- so both run
 byte-identical commands on identical paths, with the same code, input and params dependencies.
 
-    python -m pipeline.render            # write dvc.yaml from params.yaml
-    python -m pipeline.render --check    # exit 1 if the committed dvc.yaml is stale
+    python -m pipeline.render                              # write dvc.yaml from params.yaml
+    python -m pipeline.render --configfile configs/ci.yaml # ... for an override config (then `dvc repro`)
+    python -m pipeline.render --check                      # exit 1 if dvc.yaml is stale
+
+Every stage command carries `--job <name>`; the stage refuses to run when its command is not the one the current
+params plan for that job (pipeline/common.py), so a stale dvc.yaml cannot silently run an old plan.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ from typing import Any, Callable
 import yaml
 
 from pipeline.codedeps import code_files
-from pipeline.params import Params, load_params, select
-from pipeline.plan import Job, Plan, build_plan
+from pipeline.params import Params, load_params, read_yaml, select
+from pipeline.plan import Job, build_plan
 from pipeline.registry import MODEL, ROW
 
 HEADER = ("# GENERATED from the stage registry (pipeline/registry.py) and params.yaml by `python -m pipeline.render`;\n"
@@ -71,18 +75,49 @@ def snakemake_rules(p: Params) -> list[Rule]:
         first = next(iter(jobs.values()))
         key = "model" if first.stage.over == MODEL else "row"
         rules[i] = Rule(stage, key, tuple(jobs), lambda wc, jobs=jobs, key=key: _rule_inputs(jobs[wc[key]]),
-                        dict(first.stage.outputs), f"logs/{stage}/{{{key}}}.log",
+                        {k: v.replace("{n}", p.run.name) for k, v in first.stage.outputs.items()},
+                        f"logs/{p.run.name}/{stage}/{{{key}}}.log",
                         lambda wc, jobs=jobs, key=key: repr(select(p, jobs[wc[key]].params)),
                         job_gpus(p, first), first.stage.light,
                         lambda wc, overrides, gpus, jobs=jobs, key=key: jobs[wc[key]].command(overrides, gpus))
     return rules
 
 
-def dvc_stage(p: Params, job: Job) -> dict:
+def _has_key(raw: dict, dotted: str) -> bool:
+    cur = raw
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return False
+        cur = cur[part]
+    return True
+
+
+def dvc_params(job: Job, files: dict[str, dict]) -> list:
+    """The job's params keys as DVC lists them: per params file (params.yaml, then each override file), the keys the
+    job reads that the file sets, each as the longest prefix present there (DVC refuses a key its file lacks; a key
+    set in no file takes its default from the code, a dependency already)."""
+    out: list = []
+    for path, raw in files.items():
+        keys = []
+        for key in job.params:
+            parts = key.split(".")
+            present = next((".".join(parts[:i]) for i in range(len(parts), 0, -1)
+                            if _has_key(raw, ".".join(parts[:i]))), None)
+            if present:
+                keys.append(present)
+        keys = list(dict.fromkeys(keys))
+        if path == "params.yaml":
+            out += keys
+        elif keys:
+            out.append({path: keys})
+    return out
+
+
+def dvc_stage(p: Params, job: Job, overrides: tuple[str, ...], files: dict[str, dict]) -> dict:
     st = job.stage
-    entry = {"cmd": job.command(gpus=job_gpus(p, job)),
+    entry = {"cmd": job.command(overrides, gpus=job_gpus(p, job)),
              "deps": [*code_files(job.module), *job.input_paths()],
-             "params": list(job.params)}
+             "params": dvc_params(job, files)}
     outs = [v for k, v in job.outputs.items() if k not in st.metrics and k not in st.plots]
     if outs:
         entry["outs"] = outs
@@ -93,32 +128,36 @@ def dvc_stage(p: Params, job: Job) -> dict:
     return entry
 
 
-def render_dvc_yaml(p: Params, plan: Plan | None = None) -> str:
-    """dvc.yaml text of the jobs of `p`."""
-    plan = plan or build_plan(p)
-    stages = {job.name: dvc_stage(p, job) for job in plan.jobs}
-    plots = [{job.outputs[k]: {"x": cols[0], "y": list(cols[1:])}}
-             for job in plan.jobs for k, cols in job.stage.plots.items()]
-    body = yaml.safe_dump({"stages": stages, **({"plots": plots} if plots else {})}, sort_keys=False, width=10_000)
-    return HEADER + body
+def render_dvc_yaml(p: Params, overrides: tuple[str, ...] = (), params_file: str = "params.yaml") -> str:
+    """dvc.yaml text of the jobs of `p` (params.yaml with `overrides` merged over it): commands pass the override
+    files on, and each stage's params are tracked in the file that sets them."""
+    files = {"params.yaml": read_yaml(params_file), **{o: read_yaml(o) for o in overrides}}
+    plan = build_plan(p)
+    stages = {job.name: dvc_stage(p, job, overrides, files) for job in plan.jobs}
+    header = HEADER + (f"# Rendered for: params.yaml + {' + '.join(overrides)}\n" if overrides else "")
+    return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=10_000)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.render", description="write dvc.yaml from the registry")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--configfile", nargs="+", default=[], help="override files merged over params.yaml (as "
+                    "Snakemake's --configfile): dvc.yaml's commands pass them on and DVC tracks their params")
     ap.add_argument("--out", default="dvc.yaml")
     ap.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated text")
     args = ap.parse_args(argv)
-    text = render_dvc_yaml(load_params(args.params))
+    overrides = tuple(args.configfile)
+    text = render_dvc_yaml(load_params(args.params, overrides), overrides, args.params)
     out = Path(args.out)
     if args.check:
         if not out.is_file() or out.read_text() != text:
-            print(f"{out} is stale: run `python -m pipeline.render`", file=sys.stderr)
+            cmd = " ".join(["python -m pipeline.render", *(["--configfile", *overrides] if overrides else [])])
+            print(f"{out} is stale: run `{cmd}`", file=sys.stderr)
             return 1
         return 0
     from var.io import atomic_write_text
     atomic_write_text(out, text)
-    print(f"wrote {out} from the registry in pipeline/registry.py")
+    print(f"wrote {out} for params.yaml{''.join(' + ' + o for o in overrides)}")
     return 0
 
 

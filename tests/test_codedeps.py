@@ -4,7 +4,6 @@ no stage imports another, and validating params imports no torch."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path

@@ -131,10 +131,12 @@ def copy_workflow(dst: Path, raw: dict) -> None:
 def test_stage_killed_mid_write_leaves_no_output_and_snakemake_reruns_it(tmp_path):
     copy_workflow(tmp_path, ci_raw())
     (tmp_path / "kill_data.py").write_text(KILL_ON_SECOND_SAVEZ)
-    code, text = stage("data", tmp_path, "--train", "data/train.npz", "--val", "data/val.npz", "--classes",
-                       "data/classes.json", argv0=["kill_data.py"], log="logs/data.log", expect_ok=None)
+    # the data job's own paths (runs/<run.name>/data/, the ci config's run is `ci`), so Snakemake sees them
+    code, text = stage("data", tmp_path, "--train", "runs/ci/data/train.npz", "--val", "runs/ci/data/val.npz",
+                       "--classes", "runs/ci/data/classes.json", argv0=["kill_data.py"], log="logs/ci/data.log",
+                       expect_ok=None)
     assert code == -signal.SIGKILL, text
-    data = tmp_path / "data"
+    data = tmp_path / "runs/ci/data"
     assert (data / "train.npz").is_file()                  # finished before the kill: complete and loadable
     load_split_arrays(data / "train.npz")
     assert not (data / "val.npz").exists() and not (data / "classes.json").exists()

@@ -54,7 +54,9 @@ def test_dvc_stages_declare_params_deps_and_metrics():
     for name, st in stages.items():
         assert st["deps"][0].startswith("pipeline/stages/") and st["params"], name
     metrics = [next(iter(m)) for st in stages.values() for m in st.get("metrics", [])]
-    assert "runs/valdata/scores.json" in metrics
+    assert "metrics/default/table1.json" in metrics and "metrics/default/tokenizer.json" in metrics
+    plots = [next(iter(m)) for st in stages.values() for m in st.get("plots", [])]
+    assert plots and all(p.startswith("metrics/default/plots/") and p.endswith(".png") for p in plots)
     assert all(m["cache"] is False for st in stages.values() for e in st.get("metrics", []) for m in e.values())
 
 

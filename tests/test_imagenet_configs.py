@@ -74,7 +74,7 @@ def test_snakemake_plans_table1_without_imagenet(tmp_path, configs):
     p = load_params(ROOT / "params.yaml", [ROOT / "configs" / f"{c}.yaml" for c in configs])
     for m in p.table1_models:
         for stage in ("train_var", "sample", "score"):
-            assert f"runs/var/{m}/" in out and f"pipeline.stages.{stage} " in out
+            assert f"runs/{p.run.name}/var/{m}/" in out and f"pipeline.stages.{stage} " in out
         assert f"--model-name {m} " in out
     gpus = p.resources.gpus_for("train_var")
     assert f"torchrun --standalone --nproc_per_node {gpus} -m pipeline.stages.train_var" in out

@@ -135,18 +135,21 @@ def test_scaling_fig7_zeroshot_on_the_ci_config(tmp_path):
     res = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "scaling", "fig7", "zeroshot", "--configfile",
                           "configs/ci.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=400, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    for f in ("scaling.csv", "scaling.md", "scaling_N.png", "scaling_C.png", "scaling_vs_N.csv", "scaling_vs_C.csv",
-              "fig7.png", "zeroshot/inpaint.png", "zeroshot/outpaint.png", "zeroshot/edit.png"):
-        assert (tmp_path / "results" / f).is_file(), f
-    points = json.loads((tmp_path / "runs/scaling/points.json").read_text())["points"]
+    for f in ("scaling.csv", "scaling.md", "scaling_vs_N.csv", "scaling_vs_C.csv", "fig7.png", "zeroshot/inpaint.png",
+              "zeroshot/outpaint.png", "zeroshot/edit.png"):
+        assert (tmp_path / "results/ci" / f).is_file(), f
+    for f in ("scaling_N.png", "scaling_C.png"):
+        assert (tmp_path / "metrics/ci/plots" / f).is_file(), f
+    points = json.loads((tmp_path / "runs/ci/scaling/points.json").read_text())["points"]
     assert len(points) == 3 * 3 and all(math.isfinite(q["L_mean"]) for q in points)
-    fits = json.loads((tmp_path / "results/scaling_fits.json").read_text())
+    fits = json.loads((tmp_path / "metrics/ci/scaling_fits.json").read_text())
     assert set(fits) >= {"N.L_mean", "C.L_last", "N.err_mean"}
-    zs = json.loads((tmp_path / "results/zeroshot/metrics.json").read_text())
+    zs = json.loads((tmp_path / "metrics/ci/zeroshot.json").read_text())
     for task in ("inpaint", "outpaint", "edit"):
         assert zs[task]["outside_equal_source"] == zs[task]["outside_tokens"] > 0
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    assert {"results/scaling_vs_N.csv", "results/scaling_vs_C.csv"} <= {next(iter(p)) for p in dvc.get("plots", [])}
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["scaling"]
+    assert {"metrics/default/plots/scaling_N.png", "metrics/default/plots/scaling_C.png"} <= \
+        {next(iter(p)) for p in stage["plots"]}
 
 
 def test_near_flat_fit_does_not_overflow():

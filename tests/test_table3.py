@@ -68,19 +68,21 @@ def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
     p = build_params(raw)
     plan = build_plan(p)
     ins = plan.by_name("train_row_ar-gpt2").inputs
-    assert ins["tokenizer"] == "runs/tokenizer_ar/model.pt" and ins["train_tokens"] == "runs/tokens_ar/train.npz"
-    assert plan.by_name("sample_row_var-cfg").inputs["model"] == "runs/rows/var-adaln/model.pt"
+    assert ins["tokenizer"] == "runs/default/tokenizer_ar/model.pt"
+    assert ins["train_tokens"] == "runs/default/tokens_ar/train.npz"
+    assert plan.by_name("sample_row_var-cfg").inputs["model"] == "runs/default/rows/var-adaln/model.pt"
     # the default's attn-norm row trains its own model (Table 3's 450-step budget; table1's var-d4 trains longer) ...
-    assert plan.by_name("sample_row_var-attnnorm").inputs["model"] == "runs/rows/var-attnnorm/model.pt"
+    assert plan.by_name("sample_row_var-attnnorm").inputs["model"] == "runs/default/rows/var-attnnorm/model.pt"
     # ... and a row with var-d4's exact recipe may reuse the table1 model
     reuse = {"kind": "var", "depth": 4, "width": 128, "adaln": True, "attn_l2_norm": True, "top_k": 19, "cfg": 4.0,
              "model_from": "var-d4", "train": {"max_steps": p.models["var-d4"].train.max_steps}}
     r = with_rows(raw, reuse=reuse)
     r["table3"] = {"rows": [*r["table3"]["rows"], "reuse"]}        # the plan has jobs for the rows of a table
     p_reuse = build_params(r)
-    assert build_plan(p_reuse).by_name("sample_row_reuse").inputs["model"] == "runs/var/var-d4/model.pt"
+    assert build_plan(p_reuse).by_name("sample_row_reuse").inputs["model"] == "runs/default/var/var-d4/model.pt"
     score = plan.by_name("score_row_var-hires-s").inputs
-    assert score["real"] == "data_hires/val.npz" and score["evalnet"] == "runs/evalnet_hires/model.pt"
+    assert score["real"] == "runs/default/data_hires/val.npz"
+    assert score["evalnet"] == "runs/default/evalnet_hires/model.pt"
     names = {j.name for j in plan.jobs}
     assert "train_row_var-cfg" not in names and "train_row_var-adaln" in names and "table3" in names
     assert set(table_rows(p)) == {*p.table3.rows, *p.table2.rows}

@@ -18,6 +18,8 @@ def main(args, log) -> dict:
                                      progress=lambda ep, info: update(ep, info=info))
     save_evalnet(args.model, net, p.evalnet, metrics["num_classes"], metrics["image_size"], metrics)
     atomic_write_json(args.metrics, metrics)
+    atomic_write_json(args.summary, {"val_accuracy": metrics["val_accuracy"],
+                                     "train_accuracy": metrics.get("train_accuracy")})
     return {k: metrics[k] for k in ("val_accuracy", "train_accuracy", "steps") if k in metrics}
 
 
@@ -27,6 +29,7 @@ def cli(argv=None):
     ap.add_argument("--val", required=True, help="input: val split")
     ap.add_argument("--model", required=True, help="output: evalnet checkpoint")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
+    ap.add_argument("--summary", required=True, help="output: DVC metrics (accuracies)")
     run_stage("evalnet", main, ap, argv)
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 from eval.row_tables import build_table2, build_table3, table2_markdown, table3_markdown
-from pipeline.common import load_stage_params, run_stage, stage_parser
+from pipeline.common import annotate_measured, load_stage_params, run_stage, stage_parser, summary_of, with_provenance
 from pipeline.params import load_params, params_to_dict
-from var.io import atomic_write_text
+from var.io import atomic_write_json, atomic_write_text
 
 
 def read_json(path) -> dict:
@@ -40,10 +40,16 @@ def main(args, log) -> dict:
         res = load_params(args.params, args.configfile, setting="hires").data.image_size
         df = build_table2(rows, read_json(args.valdata) if args.valdata else None, res)
         md = table2_markdown(df)
+    md, prov = with_provenance(md, args, p, samples=p.sample.per_class * p.data.num_classes)
+    key = "row" if "row" in df.columns else "model"
+    df = annotate_measured(df, key, {r: g for r, _, _, _, g in rows}, prov)
     atomic_write_text(args.csv, df.to_csv(index=False))
     atomic_write_text(args.md, md)
+    summary = {r: summary_of(s, t, g) for r, _, s, t, g in rows}
+    if args.valdata:
+        summary["validation data"] = summary_of(read_json(args.valdata), {}, {})
+    atomic_write_json(args.summary, summary)
     meas = df[df["source"] == "measured"]
-    key = "row" if "row" in df.columns else "model"
     return {"rows": len(meas), **{f"FID[{getattr(r, key)}]": r.FID for r in meas.itertuples()}}
 
 
@@ -57,6 +63,7 @@ def cli(argv=None):
     ap.add_argument("--valdata", default="", help="input (table2): validation-data score JSON of the hires setting")
     ap.add_argument("--md", required=True, help="output: Markdown table")
     ap.add_argument("--csv", required=True, help="output: CSV table")
+    ap.add_argument("--summary", required=True, help="output: DVC metrics (every measured row)")
     run_stage("row_table", main, ap, argv)
 
 

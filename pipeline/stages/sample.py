@@ -15,7 +15,7 @@ from pipeline.common import load_stage_params, progress_bar, run_stage, stage_pa
 from var.checkpoint import load_matching_checkpoint
 from var.distributed import all_reduce_sum, init_from_env
 from var.engine import GenerationEngine
-from var.io import atomic_path, atomic_write_json, save_image_grid
+from var.io import atomic_write_json, save_image_grid
 from var.sharded_sampling import gather_to_file, generate_blocks
 
 
@@ -54,7 +54,9 @@ def main(args, log) -> dict:
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
             "world_size": world.size, "wall_seconds": time.perf_counter() - t_wall,
             "train_step": int(ckpt.get("step", 0)), "steps": len(var.cfg.patch_nums),
-            "engine": {"fast": sc.fast, "precision": sc.precision, "compile": sc.compile}}
+            "engine": {"fast": sc.fast, "precision": sc.precision, "compile": sc.compile},
+            "sampler": {"seed": sc.seed, "cfg": sc.cfg, "top_k": sc.top_k, "top_p": sc.top_p,
+                        "more_smooth": sc.more_smooth}}
     atomic_write_json(args.metrics, info)
     return {"model": args.model_name, "images": len(labels_N), "s_per_img": info["seconds_per_image"]}
 

@@ -58,7 +58,8 @@ def main(args, log) -> dict:
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
             "train_step": int(ckpt.get("step", 0)), "steps": steps,
             "flops_per_image": generation_flops(model.cfg, cfg_batch=2), "top_k": row.top_k, "top_p": row.top_p,
-            "cfg": row.cfg}
+            "cfg": row.cfg, "sampler": {"seed": sc.seed, "cfg": row.cfg, "top_k": row.top_k, "top_p": row.top_p,
+                                        "more_smooth": sc.more_smooth}}
     atomic_write_json(args.metrics, info)
     return {"row": args.row, "images": len(labels_N), "s_per_img": info["seconds_per_image"],
             "GFLOP_per_img": info["flops_per_image"] / 1e9}

@@ -12,7 +12,7 @@ from eval.cleanfid_check import REL_DIFF_KEY as CLEANFID_REL_DIFF_KEY
 from eval.evalnet import accuracy, load_evalnet
 from eval.features import EVALNET, INCEPTION
 from eval.score import score
-from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
+from pipeline.common import load_stage_params, provenance, run_stage, select_device, stage_parser
 from var.io import atomic_write_json, load_npz
 
 EXTRACTORS = {"evalnet": EVALNET, "inception": INCEPTION}
@@ -50,7 +50,8 @@ def main(args, log) -> dict:
         result[f"fid_{short}_ratio_trained_to_untrained"] = result[f"fid_{short}"] / base[f"fid_{short}"]
         if "class_acc_evalnet" in base:
             result["class_acc_evalnet_untrained"] = base["class_acc_evalnet"]
-    result = {"name": args.name, "samples": args.samples, "reference": args.real, **result}
+    result = {"name": args.name, "samples": args.samples, "reference": args.real, **result,
+              "provenance": provenance(args, p)}
     atomic_write_json(args.scores, result)
     keys = (f"fid_{short}", f"is_{short}", f"precision_{short}", f"recall_{short}", "class_acc_evalnet",
             f"fid_{short}_untrained", "class_acc_evalnet_untrained", CLEANFID_KEY, CLEANFID_REL_DIFF_KEY)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from eval.tables import build_table1, table1_markdown
-from pipeline.common import load_stage_params, run_stage, stage_parser
-from var.io import atomic_write_text
+from pipeline.common import annotate_measured, load_stage_params, run_stage, stage_parser, summary_of, with_provenance
+from var.io import atomic_write_json, atomic_write_text
 
 
 def read_json(path) -> dict:
@@ -14,7 +14,7 @@ def read_json(path) -> dict:
 
 
 def main(args, log) -> dict:
-    load_stage_params(args)   # validates params; table1.models decides the --models list in the DAG
+    p = load_stage_params(args)   # table1.models decides the --models list in the DAG
     n = len(args.models)
     if not (len(args.scores) == len(args.train_metrics) == len(args.sample_metrics) == n):
         raise ValueError(f"--models ({n}), --scores ({len(args.scores)}), --train-metrics "
@@ -22,8 +22,12 @@ def main(args, log) -> dict:
     rows = [(m, read_json(s), read_json(t), read_json(g))
             for m, s, t, g in zip(args.models, args.scores, args.train_metrics, args.sample_metrics)]
     df = build_table1(rows, read_json(args.valdata))
+    md, prov = with_provenance(table1_markdown(df), args, p, samples=p.sample.per_class * p.data.num_classes)
+    df = annotate_measured(df, "model", {m: g for m, _, _, g in rows}, prov)
     atomic_write_text(args.csv, df.to_csv(index=False))
-    atomic_write_text(args.md, table1_markdown(df))
+    atomic_write_text(args.md, md)
+    atomic_write_json(args.summary, {m: summary_of(s, t, g) for m, s, t, g in rows}
+                      | {"validation data": summary_of(read_json(args.valdata), {}, {})})
     meas = df[df["source"] == "measured"]
     return {"rows": len(df), **{f"FID[{r.model}]": r.FID for r in meas.itertuples()}}
 
@@ -37,6 +41,7 @@ def cli(argv=None):
     ap.add_argument("--valdata", required=True, help="input: validation-data score JSON")
     ap.add_argument("--md", required=True, help="output: Markdown table")
     ap.add_argument("--csv", required=True, help="output: CSV table")
+    ap.add_argument("--summary", required=True, help="output: DVC metrics (every measured row)")
     run_stage("table1", main, ap, argv)
 
 

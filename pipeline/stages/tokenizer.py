@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from eval.curves import TOKENIZER_CURVES, save_curves
 from eval.features import reconstruction_features
 from eval.recon import tokenizer_evaluator
 from pipeline.common import (
@@ -88,11 +89,18 @@ def main(args, log) -> dict:
     if not world.is_main:
         return {}
     copy_atomic(state_dir / "model.pt", args.model)
-    if args.history:
-        atomic_write_text(args.history, history_csv(metrics["history"], f"val_rfid_{feat_name}"))
+    atomic_write_text(args.history, history_csv(metrics["history"], f"val_rfid_{feat_name}"))
     atomic_write_json(args.metrics, metrics)
+    write_summary(args, metrics, f"tokenizer{'' if not args.setting else '_' + args.setting}")
     keys = ("val_psnr", "val_ssim", f"val_rfid_{feat_name}", "val_usage_mean", "step")
     return {"params_M": n_params / 1e6, **{k: metrics[k] for k in keys if k in metrics}}
+
+
+def write_summary(args, metrics: dict, title: str) -> None:
+    """The DVC metrics (last validation: PSNR, SSIM, rFID, codebook usage) and the curves figure."""
+    keep = ("val_psnr", "val_ssim", "val_rfid_evalnet", "val_rfid_inception", "val_usage_mean", "step")
+    atomic_write_json(args.summary, {k.removeprefix("val_"): metrics[k] for k in keep if k in metrics})
+    save_curves(args.curves, metrics.get("history", []), "epoch", TOKENIZER_CURVES, title)
 
 
 def import_pretrained(p, args, log) -> dict:
@@ -105,9 +113,9 @@ def import_pretrained(p, args, log) -> dict:
     n_params = sum(q.numel() for q in vqvae.parameters())
     metrics = {"num_params": n_params, "pretrained": p.tokenizer.pretrained, "step": 0, "history": []}
     save_checkpoint(args.model, vqvae, kind="vqvae", step=0, extra={"metrics": {"pretrained": p.tokenizer.pretrained}})
-    if args.history:
-        atomic_write_text(args.history, history_csv([], "val_rfid"))
+    atomic_write_text(args.history, history_csv([], "val_rfid"))
     atomic_write_json(args.metrics, metrics)
+    write_summary(args, metrics, "tokenizer (imported)")
     return {"params_M": n_params / 1e6, "pretrained": p.tokenizer.pretrained}
 
 
@@ -117,7 +125,9 @@ def cli(argv=None):
     ap.add_argument("--val", required=True, help="input: val split")
     ap.add_argument("--model", required=True, help="output: tokenizer checkpoint")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
-    ap.add_argument("--history", default=None, help="output: per-epoch validation metrics CSV (DVC plots)")
+    ap.add_argument("--history", required=True, help="output: per-epoch validation metrics CSV")
+    ap.add_argument("--summary", required=True, help="output: DVC metrics (last validation)")
+    ap.add_argument("--curves", required=True, help="output: PNG of the validation curves (DVC plots)")
     ap.add_argument("--evalnet", default=None, help="input (optional): evaluation network, for rFID and the "
                                                     "'evalnet' perceptual loss")
     ap.add_argument("--state-dir", required=True, help="resume state (not a DAG output)")

@@ -101,6 +101,9 @@ def main(args, log) -> dict:
                                                                                if k != "history"}})
     atomic_write_text(args.md, markdown(rows, ab, p.data.image_size))
     atomic_write_json(args.json, {"config": dataclasses.asdict(ab), "rows": rows})
+    keep = ("val_psnr", "val_ssim", "val_rfid_evalnet", "val_usage_mean")
+    atomic_write_json(args.summary, {r["variant"]: {k.removeprefix("val_"): r[k] for k in keep if k in r}
+                                     for r in rows})
     log.info("\n%s", json.dumps([{c: r.get(c) for c in COLUMNS} for r in rows], indent=1))
     return {r["variant"] + "_psnr": r["val_psnr"] for r in rows}
 
@@ -111,6 +114,7 @@ def cli(argv=None):
     ap.add_argument("--val", required=True, help="input: val split")
     ap.add_argument("--evalnet", required=True, help="input: evaluation network (rFID, perceptual loss)")
     ap.add_argument("--md", required=True, help="output: markdown table")
+    ap.add_argument("--summary", required=True, help="output: DVC metrics (PSNR, SSIM, rFID, usage per variant)")
     ap.add_argument("--json", required=True, help="output: table rows + config JSON (metrics)")
     ap.add_argument("--state-dir", required=True, help="resume state of the variants (not a DAG output)")
     run_stage("tokenizer_ablation", main, ap, argv)

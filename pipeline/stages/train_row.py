@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from eval.curves import VAR_CURVES, save_curves
 from pipeline.common import (
     copy_atomic,
     fingerprint,
@@ -50,6 +51,7 @@ def main(args, log) -> dict:
     metrics = {"row": args.row, "kind": row.kind, "num_params": n_params, **metrics}
     copy_atomic(state_dir / "model.pt", args.model)
     atomic_write_json(args.metrics, metrics)
+    save_curves(args.curves, metrics["history"], "step", VAR_CURVES, f"train {args.row}")
     return {"row": args.row, "kind": row.kind, "params_M": n_params / 1e6, "steps": metrics.get("step"),
             "val_loss": metrics.get("val_loss")}
 
@@ -62,6 +64,7 @@ def cli(argv=None):
     ap.add_argument("--val-tokens", required=True, help="input: val token file")
     ap.add_argument("--model", required=True, help="output: model checkpoint")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
+    ap.add_argument("--curves", required=True, help="output: PNG of the training curves (DVC plots)")
     ap.add_argument("--state-dir", required=True, help="resume state (not a DAG output)")
     run_stage("train_row", main, ap, argv)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from eval.curves import VAR_CURVES, save_curves
 from pipeline.common import (
     copy_atomic,
     fingerprint,
@@ -62,6 +63,7 @@ def main(args, log) -> dict:
         return {}
     copy_atomic(state_dir / "model.pt", args.model)
     atomic_write_json(args.metrics, metrics)
+    save_curves(args.curves, metrics["history"], "step", VAR_CURVES, f"train {args.model_name}")
     return {"model": args.model_name, "params_M": n_params / 1e6, "steps": metrics.get("step"),
             "val_loss": metrics.get("val_loss"), "val_err_last": metrics.get("val_err_last")}
 
@@ -78,6 +80,7 @@ def import_pretrained(args, spec, log) -> dict:
         save_checkpoint(args.model, model, kind="var", step=0, extra={"metrics": metrics})
         save_checkpoint(args.init, VAR(spec.model), kind="var", step=0, extra={"metrics": {"untrained": True}})
         atomic_write_json(args.metrics, metrics)
+        save_curves(args.curves, [], "step", VAR_CURVES, f"{args.model_name} (imported)")
     barrier()
     return {"model": args.model_name, "params_M": n_params / 1e6, "pretrained": spec.pretrained}
 
@@ -90,6 +93,7 @@ def cli(argv=None):
     ap.add_argument("--val-tokens", required=True, help="input: val token file")
     ap.add_argument("--model", required=True, help="output: model checkpoint")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
+    ap.add_argument("--curves", required=True, help="output: PNG of the training curves (DVC plots)")
     ap.add_argument("--init", required=True, help="output: the initial (untrained) weights, the learning baseline")
     ap.add_argument("--state-dir", required=True, help="resume state (not a DAG output)")
     run_stage("train_var", main, ap, argv)
