@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from eval.paper import TABLE3_BY_KEY
 from var.ar import ARConfig, single_scale
 from var.config import ConfigError, VARConfig, VQVAEConfig, build_config
 from var.train import TrainConfig
@@ -23,8 +24,8 @@ ROW_KINDS = ("var", "ar")
 SETTING_SECTIONS = ("data", "tokenizer", "evalnet", "sample", "score")
 NAME_RE = r"[A-Za-z0-9_-]+"
 
-# The rows of the paper's Table 3 a row can be put beside (eval/row_tables.py holds their reported values).
-PAPER_ROWS = ("ar", "ar-to-var", "adaln", "top-k", "cfg", "attn-norm", "scale-up")
+# The rows of the paper's Table 3 a row can be put beside (eval/paper.py holds their reported values).
+PAPER_ROWS = tuple(TABLE3_BY_KEY)
 
 
 @dataclass(frozen=True)
