@@ -109,7 +109,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("table1", inputs={"scores": "*score.scores", "train_metrics": "*train_var.metrics",
                             "sample_metrics": "*sample.metrics", "valdata": "score_valdata.scores"},
           outputs={"md": "results/table1.md", "csv": "results/table1.csv"}, params=("score", "table1"),
-          code=("eval/tables.py",), args={"models": ALL_MODELS}, light=True),
+          code=("eval/tables.py", "eval/released.py", "eval/paper.py"), args={"models": ALL_MODELS}, light=True),
     # issue 5: residual vs independent multi-scale quantisation, L2+VQ vs full loss (a small training budget)
     Stage("tokenizer_ablation", inputs={"train": "data.train", "val": "data.val", "evalnet": "evalnet.model"},
           outputs={"md": "results/tokenizer_ablation.md", "json": "results/tokenizer_ablation.json"},
@@ -131,7 +131,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"csv": "results/scaling.csv", "md": "results/scaling.md", "plot_n": "results/scaling_N.png",
                    "plot_c": "results/scaling_C.png", "points_n": "results/scaling_vs_N.csv",
                    "points_c": "results/scaling_vs_C.csv", "metrics": "results/scaling_fits.json"},
-          params=("scaling",), code=("eval/scaling.py",), metrics=("metrics",), light=True,
+          params=("scaling",), code=("eval/scaling.py", "eval/paper.py"), metrics=("metrics",), light=True,
           plots={"points_n": ("log10_N", "log10_L_last", "log10_L_mean", "log10_err_last", "log10_err_mean"),
                  "points_c": ("log10_C", "log10_L_last", "log10_L_mean", "log10_err_last", "log10_err_mean")}),
     Stage("fig7", inputs={"snapshots": "scaling_train.snapshots", "tokenizer": "tokenizer.model",
@@ -195,12 +195,12 @@ STAGES = STAGES + (
     Stage("table3", table="table3", inputs={"scores": "*score_row.scores", "train_metrics": "*train_row.metrics",
                                             "sample_metrics": "*sample_row.metrics"},
           outputs={"md": "results/table3.md", "csv": "results/table3.csv"}, params=("rows", "table3"),
-          code=("eval/row_tables.py", "pipeline/rows.py"), args={"rows": ALL_ROWS}, light=True),
+          code=("eval/row_tables.py", "eval/paper.py", "pipeline/rows.py"), args={"rows": ALL_ROWS}, light=True),
     Stage("table2", table="table2", inputs={"scores": "*score_row.scores", "train_metrics": "*train_row.metrics",
                                             "sample_metrics": "*sample_row.metrics",
                                             "valdata": "score_valdata_hires.scores"},
           outputs={"md": "results/table2.md", "csv": "results/table2.csv"}, params=("rows", "table2"),
-          code=("eval/row_tables.py", "pipeline/rows.py"), args={"rows": ALL_ROWS}, light=True),
+          code=("eval/row_tables.py", "eval/paper.py", "pipeline/rows.py"), args={"rows": ALL_ROWS}, light=True),
 )
 # --- end issue 6
 BY_NAME = {s.name: s for s in STAGES}
