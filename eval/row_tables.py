@@ -3,6 +3,7 @@
 Table 3 (paper Sec. 4.4, ablation from the AR baseline to VAR): `cost` is generation cost relative to the table's
 first row (the AR baseline), as the paper's Cost column; we give both the measured wall-clock ratio (`cost`) and
 the analytic transformer FLOPs ratio (`cost_flops`, eval/complexity.py), and `dFID` = FID - FID(row 1).
+Paper rows (`source` = `paper`) are the paper's Tables 2 and 3 as printed (eval/paper.py).
 """
 from __future__ import annotations
 
@@ -11,45 +12,15 @@ from typing import Mapping
 
 import pandas as pd
 
+from eval import paper
 from eval.tables import EXTRACTOR_NOTES, extractor_of, human_count, metric
 
-# The paper's Table 3 (ImageNet 256x256, Inception FID, 50k samples). Rows 1-2 are quoted in issue 6 (FID 18.65 ->
-# 5.22 at 0.013x the cost); the other values are recalled from the paper and marked so: check them against
-# arXiv:2404.02905, Table 3 before relying on them. The paper numbers two rows "5".
-PAPER_TABLE3 = {
-    "ar":        {"#": "1", "description": "AR (GPT-2, VQGAN tokenizer)", "params": "227M", "model": "GPT2",
-                  "AdaLN": "no", "top_k": "no", "CFG": "no", "cost": 1.0, "FID": 18.65, "note": ""},
-    "ar-to-var": {"#": "2", "description": "AR to VAR", "params": "207M", "model": "VAR-d16", "AdaLN": "no",
-                  "top_k": "no", "CFG": "no", "cost": 0.013, "FID": 5.22, "note": ""},
-    "adaln":     {"#": "3", "description": "+AdaLN", "params": "310M", "model": "VAR-d16", "AdaLN": "yes",
-                  "top_k": "no", "CFG": "no", "cost": 0.016, "FID": 4.95, "note": "recalled, unverified"},
-    "top-k":     {"#": "4", "description": "+Top-k", "params": "310M", "model": "VAR-d16", "AdaLN": "yes",
-                  "top_k": "600", "CFG": "no", "cost": 0.016, "FID": 4.64, "note": "recalled, unverified"},
-    "cfg":       {"#": "5", "description": "+CFG", "params": "310M", "model": "VAR-d16", "AdaLN": "yes",
-                  "top_k": "600", "CFG": "2.0", "cost": 0.022, "FID": 3.60, "note": "recalled, unverified"},
-    "attn-norm": {"#": "5", "description": "+Attn. Norm.", "params": "310M", "model": "VAR-d16", "AdaLN": "yes",
-                  "top_k": "600", "CFG": "2.0", "cost": 0.022, "FID": 3.30,
-                  "note": "recalled, unverified (= Table 1 VAR-d16)"},
-    "scale-up":  {"#": "6", "description": "+Scale up", "params": "2.0B", "model": "VAR-d30", "AdaLN": "yes",
-                  "top_k": "600", "CFG": "2.0", "cost": 0.052, "FID": 1.73, "note": "recalled, unverified"},
-}
-PAPER_AR_FID = PAPER_TABLE3["ar"]["FID"]
-
-# The paper's Table 2 (ImageNet 512x512, Inception FID / IS). Recalled from the paper; only the VAR row is cross-
-# checked with the released model card. Times are left out (not recalled reliably).
-PAPER_TABLE2 = (
-    {"model": "BigGAN", "type": "GAN", "FID": 8.43, "IS": 177.9, "note": "recalled, unverified"},
-    {"model": "ADM", "type": "Diff.", "FID": 7.72, "IS": 172.7, "note": "recalled, unverified"},
-    {"model": "DiT-XL/2", "type": "Diff.", "FID": 3.04, "IS": 240.8, "note": "recalled, unverified"},
-    {"model": "MaskGIT", "type": "Mask.", "FID": 7.32, "IS": 156.0, "note": "recalled, unverified"},
-    {"model": "VQGAN", "type": "AR", "FID": 26.52, "IS": 66.8, "note": "recalled, unverified"},
-    {"model": "VAR-d36-s", "type": "VAR", "FID": 2.63, "IS": 303.2, "note": ""},
-)
-
-T3_COLUMNS = ("row", "source", "#", "description", "kind", "params", "AdaLN", "attn_norm", "top_k", "CFG", "steps",
-              "cost", "cost_flops", "FID", "dFID", "IS", "extractor", "note")
-T2_COLUMNS = ("model", "source", "type", "FID", "IS", "Pre", "Rec", "params", "steps", "s_per_image", "resolution",
-              "extractor", "note")
+T3_COLUMNS = ("row", "source", "#", "description", "kind", "model", "params", "AdaLN", "attn_norm", "top_k", "CFG",
+              "steps", "cost", "cost_flops", "FID", "dFID", "IS", "extractor", "note")
+T2_COLUMNS = ("model", "source", "type", "FID", "IS", "Pre", "Rec", "params", "steps", "time", "s_per_image",
+              "resolution", "extractor", "note")
+PAPER_EXTRACTOR = "inception"      # the paper's Tables 2 and 3: Inception FID / IS, 50k samples
+PAPER_T2_RESOLUTION = 512
 
 
 def _yes(b: bool) -> str:
@@ -58,13 +29,33 @@ def _yes(b: bool) -> str:
 
 def measured_row3(name: str, recipe: Mapping, scores: Mapping, train_metrics: Mapping, sample_metrics: Mapping) -> dict:
     ex = extractor_of(scores)
+    kind = recipe["kind"]
+    model = kind.upper() + (f"-d{recipe['depth']}" if "depth" in recipe else "")
     return {"row": name, "source": "measured", "#": "", "description": recipe.get("description", ""),
-            "kind": recipe["kind"], "params": human_count(train_metrics.get("num_params")),
+            "kind": kind, "model": model, "params": human_count(train_metrics.get("num_params")),
             "AdaLN": ("shared" if recipe.get("shared_aln") else "yes") if recipe.get("adaln") else "no",
             "attn_norm": _yes(recipe.get("attn_l2_norm")), "top_k": str(recipe.get("top_k") or "no"),
             "CFG": str(recipe.get("cfg") or "no"), "steps": sample_metrics.get("steps"),
             "FID": metric(scores, "fid", ex), "IS": metric(scores, "is", ex), "extractor": ex, "note": "",
             "_s": sample_metrics.get("seconds_per_image"), "_flops": sample_metrics.get("flops_per_image")}
+
+
+def _paper_t3(name: str, key: str) -> paper.Table3Row:
+    if key not in paper.TABLE3_BY_KEY:
+        raise ValueError(f"rows.{name}.paper: {key!r} is not a row of the paper's Table 3 "
+                         f"({list(paper.TABLE3_BY_KEY)})")
+    return paper.TABLE3_BY_KEY[key]
+
+
+def paper_row3(name: str, pr: paper.Table3Row) -> dict:
+    """The paper's Table 3 row `pr` beside our row `name`: its cells as printed, cost/FID/Δ as numbers."""
+    cells = paper.table3_cells(pr)
+    notes = [f"the paper's row {pr.paper_number}"] if pr.paper_number != pr.number else []
+    return {"row": name, "source": "paper", "#": cells["number"], "description": pr.description,
+            "kind": "ar" if pr.model == "AR" else "var", "model": pr.model, "params": pr.params,
+            "AdaLN": cells["adaln"], "attn_norm": _yes(pr.attn_norm), "top_k": cells["top_k"], "CFG": cells["cfg"],
+            "steps": None, "cost": pr.cost, "cost_flops": None, "FID": pr.FID, "dFID": pr.delta, "IS": None,
+            "extractor": PAPER_EXTRACTOR, "note": "; ".join(notes + ([pr.note] if pr.note else []))}
 
 
 def build_table3(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]]) -> pd.DataFrame:
@@ -78,16 +69,8 @@ def build_table3(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]]) -> 
         m["cost"] = round(m["_s"] / base["_s"], 4) if m["_s"] and base["_s"] else None
         m["cost_flops"] = round(m["_flops"] / base["_flops"], 4) if m["_flops"] and base["_flops"] else None
         m["dFID"] = m["FID"] - base["FID"]
-    paper = []
-    for name, recipe, *_ in rows:
-        key = recipe.get("paper", "")
-        if key and key in PAPER_TABLE3:
-            pr = PAPER_TABLE3[key]
-            paper.append({**pr, "row": name, "source": "paper", "kind": "ar" if key == "ar" else "var",
-                          "attn_norm": "yes" if key in ("attn-norm", "scale-up") else "no", "cost_flops": None,
-                          "dFID": round(pr["FID"] - PAPER_AR_FID, 2), "IS": None, "steps": None,
-                          "extractor": "inception", "params": pr["params"]})
-    df = pd.DataFrame(meas + paper)
+    mirrored = [paper_row3(name, _paper_t3(name, recipe["paper"])) for name, recipe, *_ in rows if recipe.get("paper")]
+    df = pd.DataFrame(meas + mirrored)
     df = df.drop(columns=[c for c in df.columns if c.startswith("_")]).reindex(columns=list(T3_COLUMNS))
     df["steps"] = df["steps"].astype("Int64")
     return df
@@ -107,11 +90,16 @@ def _cell(v, col: str) -> str:
     return str(v)
 
 
-def _markdown(df: pd.DataFrame, cols, title: str) -> list[str]:
+def _markdown(df: pd.DataFrame, cols, title: str, printed=None) -> list[str]:
+    """`printed(row)`: cells to show instead of the formatted values (the paper's rows as printed), or None."""
     lines = [title, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_cell(r[c], c) for c in cols) + " |")
+        shown = (printed(r) if printed else None) or {}
+        lines.append("| " + " | ".join(shown.get(c, _cell(r[c], c)) for c in cols) + " |")
     return lines
+
+
+_AR, _AR_TO_VAR = paper.TABLE3_BY_KEY["ar"], paper.TABLE3_BY_KEY["ar-to-var"]
 
 
 def verdict(df: pd.DataFrame) -> str:
@@ -128,7 +116,8 @@ def verdict(df: pd.DataFrame) -> str:
          f"{'beats' if beats else 'does NOT beat'} AR here (dFID {first['dFID']:+.2f}), at "
          f"{_cell(first['cost'], 'cost')}x its measured wall-clock and {_cell(first['cost_flops'], 'cost')}x its "
          f"transformer FLOPs. The best VAR row (`{best['row']}`) reaches FID {best['FID']:.2f} "
-         f"(dFID {best['dFID']:+.2f}). The paper: 18.65 -> 5.22 at 0.013x the cost.")
+         f"(dFID {best['dFID']:+.2f}). The paper: {_AR.FID:.2f} -> {_AR_TO_VAR.FID:.2f} at {_AR_TO_VAR.cost:g}x the "
+         f"cost.")
     if not beats:
         s += " On this tiny CPU-sized recipe the paper's ordering is not reproduced; see the rows above."
     return s
@@ -140,8 +129,8 @@ def table3_markdown(df: pd.DataFrame) -> str:
     lines = _markdown(df, cols, "# Table 3: from the raster-scan AR baseline to VAR, one switch at a time")
     lines += ["", verdict(df), "",
               "Rows with source `measured` were produced by this run (`rows:` in params.yaml); rows with source "
-              "`paper` are the paper's Table 3 rows they mirror (ImageNet 256x256, Inception FID). Values marked "
-              "'recalled, unverified' are from memory of the paper: check arXiv:2404.02905 before quoting them.",
+              "`paper` are the paper's Table 3 rows they mirror, as printed (ImageNet 256x256, Inception FID). "
+              + paper.TABLE3_NOTE,
               *(f"- {EXTRACTOR_NOTES.get(e, e)}" for e in ex),
               "- `cost`: generation wall-clock per image relative to the first row (paper: relative to row 1); "
               "`cost_flops`: the same ratio of analytic transformer FLOPs (eval/complexity.py, KV cache, "
@@ -150,9 +139,18 @@ def table3_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def paper_rows2() -> list[dict]:
+    """The paper's Table 2, every row (ImageNet 512x512; `time` relative to VAR-d36-s)."""
+    return [{"model": r.model, "source": "paper", "type": r.type, "FID": r.FID, "IS": r.IS, "time": r.time,
+             "resolution": PAPER_T2_RESOLUTION, "extractor": PAPER_EXTRACTOR,
+             "note": paper.note(r, paper.TABLE2_HEADERS)} for r in paper.TABLE2]
+
+
 def build_table2(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]], valdata_scores: Mapping | None,
                  resolution: int) -> pd.DataFrame:
-    out = [{**r, "source": "paper", "resolution": 512, "extractor": "inception"} for r in PAPER_TABLE2]
+    """Paper rows, then ours: `time` is wall-clock per image relative to our largest row (the paper's: to
+    VAR-d36-s, its largest)."""
+    out = []
     for name, recipe, scores, tm, sm in rows:
         ex = extractor_of(scores)
         out.append({"model": name, "source": "measured", "type": recipe["kind"].upper(),
@@ -160,24 +158,38 @@ def build_table2(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]], val
                     "Pre": metric(scores, "precision", ex), "Rec": metric(scores, "recall", ex),
                     "params": human_count(tm.get("num_params")), "steps": sm.get("steps"),
                     "s_per_image": sm.get("seconds_per_image"), "resolution": resolution, "extractor": ex,
-                    "note": recipe.get("description", "")})
+                    "note": recipe.get("description", ""), "_n": tm.get("num_params")})
+    timed = [r for r in out if r["s_per_image"] and r["_n"]]
+    if timed:
+        largest = max(timed, key=lambda r: r["_n"])
+        for r in timed:
+            r["time"] = round(r["s_per_image"] / largest["s_per_image"], 3)
     if valdata_scores is not None:
         ex = extractor_of(valdata_scores)
         out.append({"model": "validation data", "source": "measured", "FID": metric(valdata_scores, "fid", ex),
                     "IS": metric(valdata_scores, "is", ex), "Pre": metric(valdata_scores, "precision", ex),
                     "Rec": metric(valdata_scores, "recall", ex), "resolution": resolution, "extractor": ex})
-    df = pd.DataFrame(out).reindex(columns=list(T2_COLUMNS))
+    df = pd.DataFrame(paper_rows2() + out).reindex(columns=list(T2_COLUMNS))
     df["steps"] = df["steps"].astype("Int64")
     return df
+
+
+_T2_BY_MODEL = {r.model: r for r in paper.TABLE2}
 
 
 def table2_markdown(df: pd.DataFrame) -> str:
     cols = list(T2_COLUMNS)
     ex = sorted(set(df[df["source"] == "measured"]["extractor"].dropna()))
-    lines = _markdown(df, cols, "# Table 2: the higher-resolution setting")
-    lines += ["", "Paper rows: ImageNet 512x512 (Inception FID/IS; 'recalled, unverified' = from memory of the "
-              "paper, check arXiv:2404.02905). Measured rows: this run's `hires` setting (twice the base "
-              "resolution, shared AdaLN as var-d36-s), scored with its own evaluation network -- compare measured "
-              "rows with each other and with the validation-data floor, not with the paper.",
+
+    def printed(r):
+        if r["source"] == "paper" and r["model"] in _T2_BY_MODEL:
+            return paper.table2_cells(_T2_BY_MODEL[r["model"]])
+        return None
+    lines = _markdown(df, cols, "# Table 2: the higher-resolution setting", printed)
+    lines += ["", "Paper rows: the paper's Table 2 as printed (ImageNet 512x512, Inception FID/IS; `—`: not "
+              f"reported; `†`: {paper.MARKS['†']}; Time relative to VAR-d36-s). Measured rows: this run's `hires` "
+              "setting (twice the base resolution, shared AdaLN as var-d36-s), scored with its own evaluation "
+              "network -- compare measured rows with each other and with the validation-data floor, not with the "
+              "paper.",
               *(f"- {EXTRACTOR_NOTES.get(e, e)}" for e in ex), ""]
     return "\n".join(lines)

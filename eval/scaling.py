@@ -29,17 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval.config import ScalingConfig  # noqa: F401 (re-exported)
+from eval.paper import SCALING_FITS, SCALING_PEARSON
 from var.config import VARConfig
 
-# Paper eq. 11-16 (ANCHORS.md). The paper's fits use N in billions of parameters and C in PFLOPs (units of the
-# axes of Fig. 5/6 as we read them), so beta is comparable only in those units; alpha and r are unit-free.
-PAPER_FITS = {
-    ("N", "L_last"): (2.0, -0.23), ("N", "L_mean"): (2.5, -0.20),
-    ("N", "err_last"): (4.9e2, -0.016), ("N", "err_mean"): (6.5e2, -0.010),
-    ("C", "L_last"): (2.2e-5, -0.13), ("C", "L_mean"): (1.5e-5, -0.16),
-    ("C", "err_last"): (8.1e-2, -0.0067), ("C", "err_mean"): (4.4e-2, -0.011),
-}
-PAPER_PEARSON = {"N": -0.998, "C": -0.99}
+# The paper's eq. 11-16 fits (eval/paper.py) use N in billions of parameters and C in PFLOPs (units of the axes of
+# Fig. 5/6 as we read them), so beta is comparable only in those units; alpha and r are unit-free.
 X_UNITS = {"N": 1e9, "C": 1e15}       # the fits below are done in these units too (N in B params, C in PFLOPs)
 TARGETS = ("L_last", "L_mean", "err_last", "err_mean")
 
@@ -130,11 +124,11 @@ def fit_table(points: list[dict]) -> list[dict]:
                 a, b, r = fit.alpha, fit.beta, fit.pearson_r
             except ValueError:
                 a = b = r = float("nan")
-            pb, pa = PAPER_FITS[(xname, t)]
+            pb, pa = SCALING_FITS[(xname, t)]
             rows.append({"x": xname, "target": t, "alpha": a, "beta": b, "pearson_r": r, "points": len(sel),
-                         "paper_alpha": pa, "paper_beta": pb, "paper_pearson_r": PAPER_PEARSON[xname]})
+                         "paper_alpha": pa, "paper_beta": pb, "paper_pearson_r": SCALING_PEARSON[xname]})
     return rows
 
 
 __all__ = ["ScalingConfig", "attention_pairs", "forward_flops", "train_flops", "PowerLaw", "fit_power_law",
-           "pareto_frontier", "fit_table", "PAPER_FITS", "PAPER_PEARSON", "X_UNITS", "TARGETS"]
+           "pareto_frontier", "fit_table", "X_UNITS", "TARGETS"]

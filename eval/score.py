@@ -27,6 +27,7 @@ from eval import cleanfid_check
 from eval.features import Extractor, content_sha256, extract_features, load_extractor, open_images
 from eval.metrics import (feature_stats, frechet_distance, frechet_distance_torch, inception_score,
                           precision_recall)
+from eval.released import STORED_REFERENCE_STATS
 from var.io import atomic_savez, atomic_write_json, load_npz
 
 ADM_STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
@@ -91,7 +92,7 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
     stats_source = "computed from reference images"
     if extractor.short_name == "inception" and all(key in ref for key in ADM_STAT_KEYS):
         ref_feats.update({key: ref[key] for key in ADM_STAT_KEYS})  # the evaluator's FID uses the stored stats
-        stats_source = "stored mu/sigma/mu_s/sigma_s of the reference npz"
+        stats_source = STORED_REFERENCE_STATS
 
     feats = extract_features(samples, extractor, batch_size=batch_size)
     def fid(feats_ND, mu_ref, sigma_ref):  # generated first, reference second, as in the standard evaluator

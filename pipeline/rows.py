@@ -15,25 +15,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from eval.paper import TABLE3_BY_KEY
 from pipeline.yamlio import deep_merge, section, seeded
-from var.config import (
-    ARConfig,
-    Config,
-    ConfigError,
-    TrainConfig,
-    VARConfig,
-    VQVAEConfig,
-    build_config,
-    param,
-    single_scale,
-)
+from var.config import (ARConfig, Config, ConfigError, TrainConfig, VARConfig, VQVAEConfig, build_config, param,
+                        single_scale)
 
 ROW_KINDS = ("var", "ar")
 SETTING_SECTIONS = ("data", "tokenizer", "evalnet", "sample", "score")
 NAME_RE = r"[A-Za-z0-9_-]+"
 
-# The rows of the paper's Table 3 a row can be put beside (eval/row_tables.py holds their reported values).
-PAPER_ROWS = ("ar", "ar-to-var", "adaln", "top-k", "cfg", "attn-norm", "scale-up")
+# The rows of the paper's Table 3 a row can be put beside (eval/paper.py holds their reported values).
+PAPER_ROWS = tuple(TABLE3_BY_KEY)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,8 @@ def test_table3_builder_on_synthetic_metrics():
     paper = df[df.source == "paper"].set_index("row")
     assert paper.loc["ar", "FID"] == 18.65 and paper.loc["var", "FID"] == 5.22
     assert paper.loc["var", "cost"] == 0.013 and "var2" not in paper.index
+    assert paper.loc["var", ["#", "model", "params", "AdaLN", "dFID"]].tolist() == ["2", "VAR-d16", "207M", "no", -13.43]
+    assert paper.loc["ar", "model"] == "AR" and meas.loc["ar", "model"] == "AR"
     md = table3_markdown(df)
     assert "VAR beats AR here" in md and "evalnet" in md
     rows[1] = ("var", *synthetic("var", 30.0, 0.5, 50.0, 900))
