@@ -87,17 +87,17 @@ def paper_rows() -> list[dict]:
              "extractor": PAPER_EXTRACTOR, "note": paper.note(r, paper.TABLE1_HEADERS)} for r in paper.TABLE1]
 
 
-def build_table1(models: list[tuple[str, Mapping, Mapping, Mapping]], valdata_scores: Mapping) -> pd.DataFrame:
-    """models: (name, scores, train metrics, sample metrics) per measured VAR; valdata: the real-vs-real scores.
-    Rows: the paper's 26, then the measured models, then the measured validation data."""
+def build_table1(models: list[tuple[str, Mapping, Mapping, Mapping]], valdata_scores: Mapping | None) -> pd.DataFrame:
+    """models: (name, scores, train metrics, sample metrics) per measured VAR; valdata: the real-vs-real scores, or
+    None (no validation split configured). Rows: the paper's 26, the measured models, the measured validation data."""
     measured = [measured_row(*m) for m in models]
     with_time = [r for r in measured if r["_seconds_per_image"] is not None and r["_num_params"] is not None]
     if with_time:
         largest = max(with_time, key=lambda r: r["_num_params"])
         for r in with_time:
             r["time"] = round(r["_seconds_per_image"] / largest["_seconds_per_image"], 3)
-    val = measured_row("validation data", valdata_scores, type_=None)
-    df = pd.DataFrame(paper_rows() + measured + [val])
+    val = [measured_row("validation data", valdata_scores, type_=None)] if valdata_scores is not None else []
+    df = pd.DataFrame(paper_rows() + measured + val)
     df = df.drop(columns=[c for c in df.columns if c.startswith("_")]).reindex(
         columns=list(COLUMNS + LEARNING_COLUMNS + RELEASE_COLUMNS))
     df["steps"] = df["steps"].astype("Int64")   # integer column with blanks

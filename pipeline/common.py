@@ -174,6 +174,33 @@ def summary_line(stage: str, values: dict) -> str:
     return f"[{stage}] " + " ".join(f"{k}={fmt(v)}" for k, v in values.items())
 
 
+@contextlib.contextmanager
+def job_lock(args, parser: argparse.ArgumentParser) -> Iterator[None]:
+    """One run of a job at a time in a workspace, whichever front end (or shell) starts it: Snakemake and DVC each
+    lock only against themselves. The lock is an flock on .pipeline-locks/<digest of the job's first output>, so
+    it is released however the process ends."""
+    import fcntl
+    outs = [a.dest for a in parser._actions if a.help and a.help.startswith("output")]
+    first = next((getattr(args, d) for d in outs if getattr(args, d, None)), None)
+    if not first or int(os.environ.get("RANK", "0")):          # under torchrun rank 0 holds it for the job
+        yield
+        return
+    Path(".pipeline-locks").mkdir(exist_ok=True)
+    path = Path(".pipeline-locks") / (hashlib.sha256(str(Path(first).resolve()).encode()).hexdigest()[:16] + ".lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RuntimeError(f"another run of this job (writing {first}) is in progress in this workspace "
+                               f"({f.read().strip() or 'pid unknown'}); wait for it, or stop it, then rerun") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}: {' '.join(sys.argv)}\n")
+        f.flush()
+        yield
+
+
 def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], dict],
               parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
     """Parse args, log to the stage's file, run `main(args, log) -> summary dict`, print the summary line.
@@ -195,7 +222,8 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace, logging.Logger], d
     log.info("%s: %s", stage, " ".join(sys.argv[1:] if argv is None else argv))
     t0 = time.perf_counter()
     try:
-        values = main(args, log) or {}
+        with job_lock(args, parser):
+            values = main(args, log) or {}
     except KeyboardInterrupt:
         state = getattr(args, "state_dir", None)
         log.error("%s interrupted%s; outputs are written atomically, so none is half-written. Run the same command "

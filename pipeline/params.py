@@ -78,8 +78,11 @@ class RunConfig(Config):
 
 @dataclass(frozen=True)
 class Table1Config(Config):
-    """params.yaml `table1`: which measured models appear (in this order); empty = every entry of `models`."""
+    """params.yaml `table1`: which measured models appear (in this order; empty = every entry of `models`), and which
+    extra rows are built."""
     models: tuple[str, ...] = ()
+    untrained_baseline: bool = True   # each trained model also sampled and scored at its initial weights
+    validation_row: bool = True       # the "validation data" row: real val images scored against the train split
 
 
 @dataclass(frozen=True)

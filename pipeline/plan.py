@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from pipeline.params import Params
+from pipeline.params import Params, params_to_dict
 from pipeline.registry import BY_NAME, MODEL, ROW, SETTING, SINGLE, STAGES, TOKENIZER, Stage
 from pipeline.rows import model_owner, table_rows
 
@@ -44,6 +44,7 @@ class Job:
     args: dict[str, str | tuple[str, ...]]      # further CLI args
     params: tuple[str, ...]                     # resolved params keys (its fingerprint)
     run: str = "default"                        # params run.name: the root of its outputs and log
+    files: tuple[str, ...] = ()                 # files named in params that it reads (weights, reference batch)
 
     @property
     def module(self) -> str:
@@ -56,10 +57,11 @@ class Job:
         return f"logs/{self.run}/{self.name}.log"
 
     def input_paths(self) -> list[str]:
+        """Every file the job reads: its inputs from other jobs and the files its params name."""
         out = []
         for v in self.inputs.values():
             out += list(v) if isinstance(v, tuple) else [v]
-        return list(dict.fromkeys(out))
+        return list(dict.fromkeys([*out, *self.files]))
 
     def command(self, overrides: tuple[str, ...] = (), gpus: int = 1) -> str:
         """The shell command; with more than one GPU a multi-GPU stage runs under torchrun. torchrun's parser takes
@@ -87,6 +89,27 @@ class Plan:
         key = _instance_key(BY_NAME[stage], ctx)
         return next((j for j in self.jobs if j.stage.name == stage and _instance_key(j.stage, j.context) == key),
                     None)
+
+
+# Conditions of optional inputs and of replacing stages (registry `when` / `replaces`), over the params and a context.
+CONDITIONS = {
+    "evalnet_scores": lambda p, ctx: p.score.extractor == "evalnet",
+    "untrained_baseline": lambda p, ctx: p.table1.untrained_baseline and not p.models[ctx.model].pretrained,
+    "validation_row": lambda p, ctx: p.table1.validation_row or bool(ctx.setting),   # Table 2 has its own
+    "no_reference_batch": lambda p, ctx: not p.score.reference_batch,
+    "import_tokenizer": lambda p, ctx: bool(p.tokenizer.pretrained) and not ctx.tok,   # the base tokenizer
+    "import_var": lambda p, ctx: bool(p.models[ctx.model].pretrained),
+}
+# What an input is when its condition fails, if not absent: the standard evaluator's reference batch replaces the
+# validation split as the real side of the generated-sample scores.
+FALLBACKS = {"no_reference_batch": lambda p: p.score.reference_batch}
+
+
+def _param_value(p: Params, key: str):
+    cur = params_to_dict(p)
+    for part in key.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
 
 
 def _instance_key(st: Stage, ctx: Context) -> str:
@@ -123,6 +146,11 @@ def resolve_output(p: Params, ref: str, ctx: Context) -> str:
 def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
     inputs: dict[str, str | tuple[str, ...]] = {}
     for flag, ref in st.inputs.items():
+        cond = st.when.get(flag)
+        if cond and not CONDITIONS[cond](p, ctx):
+            if cond in FALLBACKS:
+                inputs[flag] = FALLBACKS[cond](p)
+            continue
         if ref.startswith("*"):
             inputs[flag] = tuple(resolve_output(p, ref[1:], m) for m in _members(p, st))
         else:
@@ -140,33 +168,53 @@ def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
     params = tuple(k.format(model=ctx.model, row=ctx.row) for k in st.params)
     if st.over in (SETTING, TOKENIZER) and ctx.setting:
         params += (f"settings.{ctx.setting}",)
-    return Job(name, st, ctx, inputs, {k: _fill(v, ctx, n) for k, v in st.outputs.items()}, args, params, n)
+    files = []
+    for key in st.files:
+        v = _param_value(p, key.format(model=ctx.model, row=ctx.row))
+        files += [x for x in (v if isinstance(v, (list, tuple)) else [v]) if x]
+    return Job(name, st, ctx, inputs, {k: _fill(v, ctx, n) for k, v in st.outputs.items()}, args, params, n,
+               tuple(dict.fromkeys(files)))
+
+
+def _instances(p: Params, st: Stage, settings: list[str], tokenizers: list[Context], rows: tuple[str, ...]):
+    """(context, job name) of every instance of `st` the params ask for."""
+    if st.over == SETTING:
+        return [(Context(setting=s, tok=f"_{s}" if s else ""), st.name + (f"_{s}" if s else "")) for s in settings]
+    if st.over == TOKENIZER:
+        return [(c, st.name + c.tok) for c in tokenizers]
+    if st.over == MODEL:
+        return [(Context(model=m), f"{st.name}_{m}") for m in p.table1_models]
+    if st.over == ROW and st.name == "train_row":      # the rows whose models the table rows sample
+        owners = dict.fromkeys(o for kind, o in (model_owner(p, r) for r in rows) if kind == "row")
+        return [(row_context(p, r), f"{st.name}_{r}") for r in owners]
+    if st.over == ROW:
+        return [(row_context(p, r), f"{st.name}_{r}") for r in rows]
+    if st.table and st.table != "table1" and not getattr(p, st.table).rows:
+        return []
+    ctx = Context(setting=st.context.get("setting", ""))
+    return [(replace(ctx, tok=ctx.s), st.name)]
 
 
 def build_plan(p: Params) -> Plan:
-    """Every job the params ask for, in registry order (each job's inputs come from earlier jobs)."""
+    """Every job the params ask for, in registry order (each job's inputs come from earlier jobs). A stage that
+    `replaces` another (importing released weights instead of training) takes over the instances where its
+    condition holds; a stage with `only_when` has instances only where that condition holds."""
     rows = table_rows(p)
     settings = [""] + sorted({p.rows[r].setting for r in rows if p.rows[r].setting}
                              | ({BY_NAME["table2"].context["setting"]} if p.table2.rows else set()))
     ar = [Context(tok="_ar")] if any(p.rows[r].kind == "ar" for r in rows) else []
     tokenizers = [Context(), *ar, *(Context(setting=s, tok=f"_{s}") for s in settings if s)]
+    replaced_by = {st.replaces: st.name for st in STAGES if st.replaces}
     plan = Plan(p)
     for st in STAGES:
-        if st.over == SETTING:
-            insts = [(Context(setting=s, tok=f"_{s}" if s else ""), st.name + (f"_{s}" if s else "")) for s in settings]
-        elif st.over == TOKENIZER:
-            insts = [(c, st.name + c.tok) for c in tokenizers]
-        elif st.over == MODEL:
-            insts = [(Context(model=m), f"{st.name}_{m}") for m in p.table1_models]
-        elif st.over == ROW and st.name == "train_row":      # the rows whose models the table rows sample
-            owners = dict.fromkeys(o for kind, o in (model_owner(p, r) for r in rows) if kind == "row")
-            insts = [(row_context(p, r), f"{st.name}_{r}") for r in owners]
-        elif st.over == ROW:
-            insts = [(row_context(p, r), f"{st.name}_{r}") for r in rows]
-        elif st.table and st.table != "table1" and not getattr(p, st.table).rows:
-            insts = []
+        if st.replaces:
+            insts = [(c, st.name + n[len(st.replaces):]) for c, n in
+                     _instances(p, BY_NAME[st.replaces], settings, tokenizers, rows) if CONDITIONS[st.name](p, c)]
         else:
-            ctx = Context(setting=st.context.get("setting", ""))
-            insts = [(replace(ctx, tok=ctx.s), st.name)]
+            insts = _instances(p, st, settings, tokenizers, rows)
+            if st.name in replaced_by:
+                insts = [(c, n) for c, n in insts if not CONDITIONS[replaced_by[st.name]](p, c)]
+        if st.only_when:
+            insts = [(c, n) for c, n in insts if CONDITIONS[st.only_when](p, c)]
         plan.jobs += [_job(p, st, ctx, name) for ctx, name in insts]
     return plan

@@ -43,6 +43,15 @@ class Stage:
     gpus: str = "one"                           # "none": CPU job | "one" | "many": torchrun with several GPUs
     table: str = ""                             # a table stage: its members are this table's models / rows
     context: dict[str, str] = field(default_factory=dict)   # fixed context of a single stage (e.g. its setting)
+    # Files named in params that the stage reads (weights, reference batches): inputs whenever the key is set, so
+    # both front ends rerun the job when the file changes (params key -> what it is).
+    files: tuple[str, ...] = ()
+    # Inputs the job has only when a condition of the params holds (input flag -> condition, see pipeline/plan.py).
+    when: dict[str, str] = field(default_factory=dict)
+    # Another stage whose instances this one replaces when its condition holds (released weights are imported
+    # instead of trained: same outputs, no training inputs).
+    replaces: str = ""
+    only_when: str = ""                         # instances exist only where this condition holds
 
     @property
     def per_instance(self) -> bool:
@@ -53,7 +62,7 @@ STAGES: tuple[Stage, ...] = (
     # --- data and the offline evaluation network (per setting: Table 2's resolution has its own)
     Stage("data", "data", SETTING, inputs={},
           outputs={"train": "runs/{n}/data{s}/train.npz", "val": "runs/{n}/data{s}/val.npz", "classes": "runs/{n}/data{s}/classes.json"},
-          params=("seed", "data"), light=True, gpus="none"),
+          params=("seed", "data"), files=("data.root",), light=True, gpus="none"),
     Stage("evalnet", "evalnet", SETTING, inputs={"train": "data.train", "val": "data.val"},
           outputs={"model": "runs/{n}/evalnet{s}/model.pt", "metrics": "runs/{n}/evalnet{s}/metrics.json",
                    "summary": "metrics/{n}/evalnet{s}.json"},
@@ -66,7 +75,13 @@ STAGES: tuple[Stage, ...] = (
                    "history": "runs/{n}/tokenizer{t}/history.csv", "summary": "metrics/{n}/tokenizer{t}.json",
                    "curves": "metrics/{n}/plots/tokenizer{t}.png"},
           params=("seed", "data", "tokenizer", "score.extractor", "score.inception_weights"),
+          files=("score.inception_weights", "tokenizer.train.init_from", "tokenizer.train.perceptual_weights"),
           metrics=("summary",), plots=("curves",), state="runs/{n}/state/tokenizer{t}", gpus="many"),
+    Stage("import_tokenizer", "import_weights", TOKENIZER, replaces="tokenizer", inputs={},
+          outputs={"model": "runs/{n}/tokenizer{t}/model.pt", "metrics": "runs/{n}/tokenizer{t}/metrics.json",
+                   "summary": "metrics/{n}/tokenizer{t}.json"},
+          params=("tokenizer",), metrics=("summary",), files=("tokenizer.pretrained",), args={"kind": "vqvae"},
+          light=True, gpus="none"),
     Stage("tokens", "tokens", TOKENIZER, inputs={"tokenizer": "tokenizer.model", "train": "data.train",
                                                  "val": "data.val"},
           outputs={"train_tokens": "runs/{n}/tokens{t}/train.npz", "val_tokens": "runs/{n}/tokens{t}/val.npz"},
@@ -79,28 +94,39 @@ STAGES: tuple[Stage, ...] = (
                    "init": "runs/{n}/var/{model}/model_init.pt", "curves": "metrics/{n}/plots/train_{model}.png"},
           params=("seed", "data.num_classes", "tokenizer.model", "models.{model}"), plots=("curves",),
           state="runs/{n}/state/train_var/{model}", args={"model_name": "{model}"}, gpus="many"),
+    Stage("import_var", "import_weights", MODEL, replaces="train_var", inputs={},
+          outputs={"model": "runs/{n}/var/{model}/model.pt", "metrics": "runs/{n}/var/{model}/metrics.json"},
+          params=("tokenizer.model", "models.{model}"), files=("models.{model}.pretrained",),
+          args={"kind": "var", "model_name": "{model}"}, light=True, gpus="none"),
     Stage("sample", "sample", MODEL, inputs={"model": "train_var.model", "tokenizer": "tokenizer.model"},
           outputs={"samples": "runs/{n}/var/{model}/samples.npz", "grid": "runs/{n}/var/{model}/grid.png",
                    "metrics": "runs/{n}/var/{model}/sample_metrics.json"},
           params=("seed", "sample"), args={"model_name": "{model}"}, gpus="many"),
     # The same model at its initial weights, sampled and scored alike: "the model learns" is measured against it.
     Stage("sample_untrained", "sample", MODEL, inputs={"model": "train_var.init", "tokenizer": "tokenizer.model"},
+          only_when="untrained_baseline",
           outputs={"samples": "runs/{n}/var/{model}/untrained/samples.npz",
                    "grid": "runs/{n}/var/{model}/untrained/grid.png",
                    "metrics": "runs/{n}/var/{model}/untrained/sample_metrics.json"},
           params=("seed", "sample"), args={"model_name": "{model}"}),
+    # The real side is the validation split, or the standard evaluator's reference batch when one is configured;
+    # the evaluation network is an input when it is the extractor (it also gives the class accuracy).
     Stage("score", "score", MODEL, inputs={"samples": "sample.samples", "real": "data.val",
                                            "evalnet": "evalnet.model", "untrained": "sample_untrained.samples"},
+          when={"evalnet": "evalnet_scores", "untrained": "untrained_baseline", "real": "no_reference_batch"},
+          files=("score.inception_weights", "score.reference_batch"),
           outputs={"scores": "runs/{n}/var/{model}/scores.json"}, params=("data", "score"),
           args={"name": "{model}"}, light=True),
     # Table 1's "validation data" row: real val images scored against the real train split.
     Stage("score_valdata", "score", SETTING, inputs={"samples": "data.val", "real": "data.train",
                                                      "evalnet": "evalnet.model"},
+          when={"evalnet": "evalnet_scores"}, files=("score.inception_weights",), only_when="validation_row",
           outputs={"scores": "runs/{n}/valdata{s}/scores.json"}, params=("data", "score"),
           args={"name": "valdata"}, light=True),
     Stage("table1", "table1", SINGLE, table="table1",
           inputs={"scores": "*score.scores", "train_metrics": "*train_var.metrics",
                   "sample_metrics": "*sample.metrics", "valdata": "score_valdata.scores"},
+          when={"valdata": "validation_row"},
           outputs={"md": "results/{n}/table1.md", "csv": "results/{n}/table1.csv",
                    "summary": "metrics/{n}/table1.json"}, params=("score", "table1"), metrics=("summary",),
           light=True, gpus="none"),
@@ -117,6 +143,8 @@ STAGES: tuple[Stage, ...] = (
           params=("seed", "sample", "rows.{row}"), args={"row": "{row}"}),
     Stage("score_row", "score", ROW, inputs={"samples": "sample_row.samples", "real": "data.val",
                                              "evalnet": "evalnet.model"},
+          when={"evalnet": "evalnet_scores", "real": "no_reference_batch"},
+          files=("score.inception_weights", "score.reference_batch"),
           outputs={"scores": "runs/{n}/rows/{row}/scores.json"}, params=("data", "score"),
           args={"name": "{row}"}, light=True),
     Stage("table3", "row_table", SINGLE, table="table3",

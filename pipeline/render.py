@@ -51,11 +51,42 @@ def job_gpus(p: Params, job: Job) -> int:
 
 
 def _rule_inputs(job: Job) -> dict[str, str | list[str]]:
-    """A job's inputs; the code it runs is an input too (Snakemake reruns a job whose inputs are newer than its
-    outputs), as DVC lists it among a stage's deps."""
-    out: dict[str, str | list[str]] = {k: list(v) if isinstance(v, tuple) else v for k, v in job.inputs.items()}
+    """A job's inputs from other jobs; the code it runs is an input too (Snakemake reruns a job whose inputs are
+    newer than its outputs), as DVC lists it among a stage's deps. Files named in params (weights, reference batches,
+    image folders) are not inputs but part of the fingerprint (`files_fingerprint`): a plan can be made (`-n`)
+    before they exist, and the job fails naming a missing one when it runs."""
+    out: dict[str, str | list[str]] = {k: list(v) if isinstance(v, tuple) else v for k, v in job.inputs.items()
+                                       if not (isinstance(v, str) and v in job.files)}
     out["code"] = list(code_files(job.module))
     return out
+
+
+def files_fingerprint(paths) -> list[str]:
+    """What Snakemake compares to rerun a job when a file named in params changes: per path its size and mtime
+    (a folder: every file's relative path, size and mtime, so an edit, addition or removal shows), or 'missing'.
+    DVC hashes their content instead (they are deps of its stages)."""
+    import hashlib
+    import os
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            h = hashlib.sha256()
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for f in sorted(files):
+                    st = os.stat(os.path.join(root, f))
+                    h.update(f"{os.path.relpath(os.path.join(root, f), path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            out.append(f"{path}: folder {h.hexdigest()[:16]}")
+        elif os.path.isfile(path):
+            st = os.stat(path)
+            out.append(f"{path}: {st.st_size} bytes, mtime {st.st_mtime_ns}")
+        else:
+            out.append(f"{path}: missing")
+    return out
+
+
+def _fingerprint(p: Params, job: Job) -> str:
+    return repr(select(p, job.params)) + (repr(files_fingerprint(job.files)) if job.files else "")
 
 
 def snakemake_rules(p: Params) -> list[Rule]:
@@ -65,7 +96,7 @@ def snakemake_rules(p: Params) -> list[Rule]:
         st = job.stage
         if st.over not in (MODEL, ROW):
             rules.append(Rule(job.name, "", (), _rule_inputs(job), dict(job.outputs), job.log,
-                              repr(select(p, job.params)), job_gpus(p, job), st.light,
+                              _fingerprint(p, job), job_gpus(p, job), st.light,
                               lambda wc, overrides, gpus, job=job: job.command(overrides, gpus)))
         elif st.name not in grouped:
             grouped[st.name] = len(rules)
@@ -77,7 +108,7 @@ def snakemake_rules(p: Params) -> list[Rule]:
         rules[i] = Rule(stage, key, tuple(jobs), lambda wc, jobs=jobs, key=key: _rule_inputs(jobs[wc[key]]),
                         {k: v.replace("{n}", p.run.name) for k, v in first.stage.outputs.items()},
                         f"logs/{p.run.name}/{stage}/{{{key}}}.log",
-                        lambda wc, jobs=jobs, key=key: repr(select(p, jobs[wc[key]].params)),
+                        lambda wc, jobs=jobs, key=key: _fingerprint(p, jobs[wc[key]]),
                         job_gpus(p, first), first.stage.light,
                         lambda wc, overrides, gpus, jobs=jobs, key=key: jobs[wc[key]].command(overrides, gpus))
     return rules

@@ -17,8 +17,17 @@ from typing import Mapping
 
 from eval.paper import TABLE3_BY_KEY
 from pipeline.yamlio import deep_merge, section, seeded
-from var.config import (ARConfig, Config, ConfigError, TrainConfig, VARConfig, VQVAEConfig, build_config, param,
-                        single_scale)
+from var.config import (
+    ARConfig,
+    Config,
+    ConfigError,
+    TrainConfig,
+    VARConfig,
+    VQVAEConfig,
+    build_config,
+    param,
+    single_scale,
+)
 
 ROW_KINDS = ("var", "ar")
 SETTING_SECTIONS = ("data", "tokenizer", "evalnet", "sample", "score")

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import shared_dir
 
 from pipeline.params import load_params
 from var.config import build_config
 from var.schedule import lr_wd_at
 from var.train import TrainConfig, schedule_lengths
-
-from conftest import shared_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_TRAIN = 1_281_167          # images of the ImageNet-1k train split (the fixture's iters = ceil(N / B))
@@ -72,10 +71,46 @@ def test_snakemake_plans_table1_without_imagenet(tmp_path, configs):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     p = load_params(ROOT / "params.yaml", [ROOT / "configs" / f"{c}.yaml" for c in configs])
+    released = "imagenet256_released" in configs
     for m in p.table1_models:
-        for stage in ("train_var", "sample", "score"):
+        for stage in ("import_weights" if released else "train_var", "sample", "score"):
             assert f"runs/{p.run.name}/var/{m}/" in out and f"pipeline.stages.{stage} " in out
         assert f"--model-name {m} " in out
-    gpus = p.resources.gpus_for("train_var")
-    assert f"torchrun --standalone --nproc_per_node {gpus} -m pipeline.stages.train_var" in out
+    if not released:
+        gpus = p.resources.gpus_for("train_var")
+        assert f"torchrun --standalone --nproc_per_node {gpus} -m pipeline.stages.train_var" in out
     assert "python -m pipeline.stages.score " in out              # single-GPU stages keep the plain command
+
+
+RELEASED = ("--configfile", "configs/imagenet256.yaml", "configs/imagenet256_released.yaml")
+# Table 1 from released weights needs the weight files, the reference batch and the Inception weights: import the
+# tokenizer, and per model import, sample, score; then the table. No data indexing, evaluation network, tokens,
+# training or untrained sampling.
+RELEASED_JOBS = {"import_tokenizer": 1, "import_var": 4, "sample": 4, "score": 4, "table1": 1}
+
+
+def test_released_weights_table1_plans_only_what_it_needs(tmp_path):
+    for f in ("Snakefile", "params.yaml", "configs", "pipeline", "var", "eval", ".dvc", ".dvcignore"):
+        src = ROOT / f
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / f)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "DVC_NO_ANALYTICS": "1"}
+    bin_ = Path(sys.executable).parent
+    res = subprocess.run([str(bin_ / "snakemake"), "-n", "--cores", "1", "table1", *RELEASED], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    stats = out[out.index("Job stats:"):].split("total")[0].splitlines()[3:]
+    assert {line.split()[0]: int(line.split()[1]) for line in stats if line.strip()} == RELEASED_JOBS, out
+    # DVC: the same plan (dvc.yaml rendered for the two override files). `--force` previews without hashing the
+    # weights (which this test does not create; DVC's plain --dry hashes every dependency first).
+    subprocess.run([sys.executable, "-m", "pipeline.render", "--configfile", *RELEASED[1:]], cwd=tmp_path, check=True,
+                   env=env, capture_output=True)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    res = subprocess.run([str(bin_ / "dvc"), "repro", "--dry", "--force", "table1"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    models = load_params(ROOT / "params.yaml", [ROOT / c for c in RELEASED[1:]]).table1_models
+    assert ran == sorted(["import_tokenizer", "table1", *(f"{s}_{m}" for s in ("import_var", "sample", "score")
+                                                          for m in models)]), out

@@ -22,9 +22,9 @@ def main(args, log) -> dict:
     p = load_stage_params(args)
     sc = p.score
     device = select_device(args.device if args.device != "auto" else sc.device)
+    if sc.extractor == "evalnet" and not args.evalnet:
+        raise ValueError("score.extractor is evalnet: --evalnet (the evaluation network) is required")
     weights = args.evalnet if sc.extractor == "evalnet" else sc.inception_weights
-    if sc.reference_batch and args.name != "valdata":    # the standard evaluator's reference (e.g. ImageNet ADM)
-        args.real = sc.reference_batch
     short = sc.extractor
 
     # The optional clean-fid cross-check: its own keys (fid_cleanfid_legacy_tf, ..._rel_diff) beside fid_inception.
@@ -35,7 +35,7 @@ def main(args, log) -> dict:
         out = score(path, args.real, extractor=EXTRACTORS[sc.extractor], device=device, weights_path=weights,
                     batch_size=sc.batch_size, k=sc.nearest_k, **crosscheck)
         samples = load_npz(path)
-        if "images" in samples and "labels" in samples:
+        if args.evalnet and "images" in samples and "labels" in samples:
             # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for
             net = load_evalnet(args.evalnet, map_location=str(device))
             out["class_acc_evalnet"] = accuracy(net, samples["images"], samples["labels"], str(device))
@@ -62,8 +62,8 @@ def cli(argv=None):
     ap = stage_parser("score", __doc__)
     ap.add_argument("--name", required=True, help="row name (model name or 'valdata')")
     ap.add_argument("--samples", required=True, help="input: generated (or real val) images .npz")
-    ap.add_argument("--real", required=True, help="input: the real reference split")
-    ap.add_argument("--evalnet", required=True, help="input: evalnet checkpoint")
+    ap.add_argument("--real", required=True, help="input: the real side: a split file, or the reference batch (.npz)")
+    ap.add_argument("--evalnet", default="", help="input (extractor evalnet): evalnet checkpoint, also for class accuracy")
     ap.add_argument("--untrained", default=None, help="input (optional): samples of the untrained model")
     ap.add_argument("--scores", required=True, help="output: scores JSON")
     run_stage("score", main, ap, argv)

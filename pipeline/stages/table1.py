@@ -21,13 +21,14 @@ def main(args, log) -> dict:
                          f"({len(args.train_metrics)}) and --sample-metrics ({len(args.sample_metrics)}) differ")
     rows = [(m, read_json(s), read_json(t), read_json(g))
             for m, s, t, g in zip(args.models, args.scores, args.train_metrics, args.sample_metrics)]
-    df = build_table1(rows, read_json(args.valdata))
+    valdata = read_json(args.valdata) if args.valdata else None
+    df = build_table1(rows, valdata)
     md, prov = with_provenance(table1_markdown(df), args, p, samples=p.sample.per_class * p.data.num_classes)
     df = annotate_measured(df, "model", {m: g for m, _, _, g in rows}, prov)
     atomic_write_text(args.csv, df.to_csv(index=False))
     atomic_write_text(args.md, md)
     atomic_write_json(args.summary, {m: summary_of(s, t, g) for m, s, t, g in rows}
-                      | {"validation data": summary_of(read_json(args.valdata), {}, {})})
+                      | ({"validation data": summary_of(valdata, {}, {})} if valdata else {}))
     meas = df[df["source"] == "measured"]
     return {"rows": len(df), **{f"FID[{r.model}]": r.FID for r in meas.itertuples()}}
 
@@ -38,7 +39,8 @@ def cli(argv=None):
     ap.add_argument("--scores", nargs="+", required=True, help="inputs: score JSON per model")
     ap.add_argument("--train-metrics", nargs="+", required=True, help="inputs: train metrics JSON per model")
     ap.add_argument("--sample-metrics", nargs="+", required=True, help="inputs: sample timing JSON per model")
-    ap.add_argument("--valdata", required=True, help="input: validation-data score JSON")
+    ap.add_argument("--valdata", default="", help="input (when a validation split is configured): validation-data "
+                                                  "score JSON")
     ap.add_argument("--md", required=True, help="output: Markdown table")
     ap.add_argument("--csv", required=True, help="output: CSV table")
     ap.add_argument("--summary", required=True, help="output: DVC metrics (every measured row)")

@@ -58,8 +58,6 @@ def build_perceptual_loss(cfg, evalnet_path, device):
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
-    if p.tokenizer.pretrained:     # the released tokenizer, imported instead of trained (Table 1 rows)
-        return import_pretrained(p, args, log)
     world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
     cfg = p.tokenizer.train
     extra = [x for x in (args.evalnet, cfg.init_from, *cfg.perceptual_weights) if x]
@@ -101,22 +99,6 @@ def write_summary(args, metrics: dict, title: str) -> None:
     keep = ("val_psnr", "val_ssim", "val_rfid_evalnet", "val_rfid_inception", "val_usage_mean", "step")
     atomic_write_json(args.summary, {k.removeprefix("val_"): metrics[k] for k in keep if k in metrics})
     save_curves(args.curves, metrics.get("history", []), "epoch", TOKENIZER_CURVES, title)
-
-
-def import_pretrained(p, args, log) -> dict:
-    """Load `tokenizer.pretrained` (a released bare state dict or one of our model.pt) strictly into
-    `tokenizer.model` and write it as this stage's checkpoint; metrics say where it came from."""
-    from var.checkpoint import save_checkpoint
-    from var.tokenizer_train import init_tokenizer_weights
-    vqvae = VQVAE(p.tokenizer.model)
-    init_tokenizer_weights(vqvae, p.tokenizer.pretrained, log.info)
-    n_params = sum(q.numel() for q in vqvae.parameters())
-    metrics = {"num_params": n_params, "pretrained": p.tokenizer.pretrained, "step": 0, "history": []}
-    save_checkpoint(args.model, vqvae, kind="vqvae", step=0, extra={"metrics": {"pretrained": p.tokenizer.pretrained}})
-    atomic_write_text(args.history, history_csv([], "val_rfid"))
-    atomic_write_json(args.metrics, metrics)
-    write_summary(args, metrics, "tokenizer (imported)")
-    return {"params_M": n_params / 1e6, "pretrained": p.tokenizer.pretrained}
 
 
 def cli(argv=None):

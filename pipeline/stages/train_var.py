@@ -6,7 +6,7 @@ atomically to the declared outputs.
 
 Under `torchrun --nproc_per_node N` (the DAG launches it when the stage asks for more than one GPU) every rank
 trains its share of the global batch (DDP, var/train.py); rank 0 writes the state and the outputs. A model with
-`pretrained: <path>` in params is not trained: the released checkpoint is imported (strictly) instead.
+`pretrained: <path>` in params is not trained: the plan imports the released checkpoint (stage import_var) instead.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pipeline.common import (
     run_stage,
     stage_parser,
 )
-from var.checkpoint import load_matching_checkpoint, load_official_state_dict, save_checkpoint
+from var.checkpoint import load_matching_checkpoint, save_checkpoint
 from var.distributed import barrier, init_from_env
 from var.io import atomic_write_json
 from var.train import train_var
@@ -36,7 +36,8 @@ def main(args, log) -> dict:
     spec = p.model(args.model_name)
     world, device = init_from_env(args.device)   # under torchrun: this rank's GPU; else --device
     if spec.pretrained:
-        return import_pretrained(args, spec, log)
+        raise ValueError(f"models.{args.model_name}.pretrained is set: the plan imports those weights (import_var), "
+                         f"it does not train them")
     vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     fp = fingerprint(p, [f"models.{args.model_name}", "tokenizer.model"],
                      [args.tokenizer, args.train_tokens, args.val_tokens])
@@ -66,23 +67,6 @@ def main(args, log) -> dict:
     save_curves(args.curves, metrics["history"], "step", VAR_CURVES, f"train {args.model_name}")
     return {"model": args.model_name, "params_M": n_params / 1e6, "steps": metrics.get("step"),
             "val_loss": metrics.get("val_loss"), "val_err_last": metrics.get("val_err_last")}
-
-
-def import_pretrained(args, spec, log) -> dict:
-    """Table 1 from released weights: load the official state dict strictly into the configured architecture and
-    write it as this stage's checkpoint (rank 0), with metrics that say where it came from."""
-    from var.distributed import current_world
-    model = load_official_state_dict(VAR(spec.model), spec.pretrained)
-    n_params = sum(q.numel() for q in model.parameters())
-    log.info("%s: imported %s (%.2fM parameters), not trained", args.model_name, spec.pretrained, n_params / 1e6)
-    if current_world().is_main:
-        metrics = {"model": args.model_name, "num_params": n_params, "pretrained": spec.pretrained, "step": 0}
-        save_checkpoint(args.model, model, kind="var", step=0, extra={"metrics": metrics})
-        save_checkpoint(args.init, VAR(spec.model), kind="var", step=0, extra={"metrics": {"untrained": True}})
-        atomic_write_json(args.metrics, metrics)
-        save_curves(args.curves, [], "step", VAR_CURVES, f"{args.model_name} (imported)")
-    barrier()
-    return {"model": args.model_name, "params_M": n_params / 1e6, "pretrained": spec.pretrained}
 
 
 def cli(argv=None):
