@@ -311,8 +311,20 @@ def copy_atomic(src: str | Path, dst: str | Path) -> None:
 
 # ----------------------------------------------------------------------------------------- shared by stages
 def row_params(args, name: str):
-    """(row, the params of the row's setting / tokenizer kind)."""
+    """(row, the params of the row's setting / tokenizer kind). With no name (the experiment jobs, `ablation_*`)
+    the row is params `ablation.row`, and an AR row reads the AR tokenizer inputs (`--ar-*`) in place of the
+    multi-scale ones, so one command serves whichever row an experiment selects."""
     base = load_stage_params(args)
+    if not name:
+        name = args.row = base.ablation.row
+        if not name:
+            raise ValueError("no --row and params ablation.row is empty: nothing to run")
+        if base.rows[name].kind == "ar":
+            for flag in ("tokenizer", "train_tokens", "val_tokens"):
+                if hasattr(args, f"ar_{flag}"):
+                    if not getattr(args, f"ar_{flag}"):
+                        raise ValueError(f"ablation.row {name!r} is an AR row: --ar-{flag.replace('_', '-')} needed")
+                    setattr(args, flag, getattr(args, f"ar_{flag}"))
     if name not in base.rows:
         raise KeyError(f"unknown row {name!r}; rows in params: {', '.join(base.rows)}")
     row = base.rows[name]

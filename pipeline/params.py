@@ -86,6 +86,14 @@ class Table1Config(Config):
 
 
 @dataclass(frozen=True)
+class AblationConfig(Config):
+    """params.yaml `ablation`: the row of `rows` the experiment jobs (`ablation_*`) train, sample and score, so one
+    DVC experiment per row (`dvc exp run -S ablation.row=<row>`) and `dvc metrics diff` between them compare rows.
+    Empty: no experiment jobs."""
+    row: str = ""
+
+
+@dataclass(frozen=True)
 class TokenizerSection:
     model: VQVAEConfig = field(default_factory=VQVAEConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
@@ -134,6 +142,7 @@ class Params:
     score: ScoreConfig
     table1: Table1Config
     run: RunConfig = field(default_factory=RunConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     settings: dict[str, Any] = field(default_factory=dict)     # name -> overlay (raw mapping), pipeline/rows.py
@@ -217,13 +226,20 @@ def _rows(raw: Mapping, seed: int) -> dict:
 
     def setting_params(name: str) -> Params:
         if name not in cache:
-            base = {k: v for k, v in raw.items() if k not in (*ROW_SECTIONS, "settings")}
+            base = {k: v for k, v in raw.items() if k not in (*ROW_SECTIONS, "settings", "ablation")}
             try:
                 cache[name] = build_params(deep_merge(base, raw["settings"][name]) if name else base)
             except ConfigError as e:
                 raise ConfigError(f"setting {name!r}: {e}") from None
         return cache[name]
     out = build_rows(raw, seed, setting_params)
+    ablation = build_config(AblationConfig, raw.get("ablation"), "ablation")
+    if ablation.row and ablation.row not in out["rows"]:
+        raise ConfigError(f"ablation.row = {ablation.row!r}: not a key of 'rows' ({', '.join(out['rows']) or 'none'})")
+    if ablation.row and out["rows"][ablation.row].setting:
+        raise ConfigError(f"ablation.row = {ablation.row!r}: experiments run rows of the base setting (this row's "
+                          f"setting is {out['rows'][ablation.row].setting!r}; run it with its table)")
+    out["ablation"] = ablation
     for name, row in out["rows"].items():
         _check_top_k(row.top_k, setting_params(row.setting).tokenizer.model.vocab_size, f"rows.{name}.top_k")
     return out

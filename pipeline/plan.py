@@ -99,6 +99,8 @@ CONDITIONS = {
     "no_reference_batch": lambda p, ctx: not p.score.reference_batch,
     "import_tokenizer": lambda p, ctx: bool(p.tokenizer.pretrained) and not ctx.tok,   # the base tokenizer
     "import_var": lambda p, ctx: bool(p.models[ctx.model].pretrained),
+    "ablation": lambda p, ctx: bool(p.ablation.row),
+    "ar_rows": lambda p, ctx: any(r.kind == "ar" for r in p.rows.values()),
 }
 # What an input is when its condition fails, if not absent: the standard evaluator's reference batch replaces the
 # validation split as the real side of the generated-sample scores.
@@ -154,7 +156,7 @@ def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
         if ref.startswith("*"):
             inputs[flag] = tuple(resolve_output(p, ref[1:], m) for m in _members(p, st))
         else:
-            inputs[flag] = resolve_output(p, ref, ctx)
+            inputs[flag] = resolve_output(p, ref, replace(ctx, **st.input_context.get(flag, {})))
     n = p.run.name
     args: dict[str, str | tuple[str, ...]] = {k: _fill(v, ctx, n) for k, v in st.args.items()}
     if st.table:
@@ -202,7 +204,8 @@ def build_plan(p: Params) -> Plan:
     rows = table_rows(p)
     settings = [""] + sorted({p.rows[r].setting for r in rows if p.rows[r].setting}
                              | ({BY_NAME["table2"].context["setting"]} if p.table2.rows else set()))
-    ar = [Context(tok="_ar")] if any(p.rows[r].kind == "ar" for r in rows) else []
+    experiment_ar = bool(p.ablation.row) and CONDITIONS["ar_rows"](p, Context())
+    ar = [Context(tok="_ar")] if experiment_ar or any(p.rows[r].kind == "ar" for r in rows) else []
     tokenizers = [Context(), *ar, *(Context(setting=s, tok=f"_{s}") for s in settings if s)]
     replaced_by = {st.replaces: st.name for st in STAGES if st.replaces}
     plan = Plan(p)

@@ -52,6 +52,8 @@ class Stage:
     # instead of trained: same outputs, no training inputs).
     replaces: str = ""
     only_when: str = ""                         # instances exist only where this condition holds
+    # Inputs read in another context than the job's own (input flag -> context fields), e.g. the AR tokenizer.
+    input_context: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def per_instance(self) -> bool:
@@ -159,6 +161,37 @@ STAGES: tuple[Stage, ...] = (
           outputs={"md": "results/{n}/table2.md", "csv": "results/{n}/table2.csv",
                    "summary": "metrics/{n}/table2.json"}, params=("rows", "table2"), metrics=("summary",),
           args={"table": "table2"}, light=True, gpus="none"),
+    # --- one row as a DVC experiment: `dvc exp run -S ablation.row=<row>` trains, samples and scores that row at
+    # fixed paths, so `dvc metrics diff` / `dvc plots diff` compare experiments. The commands do not name the row (the
+    # stages read params ablation.row) and carry the AR tokenizer's files too, so one dvc.yaml serves every row.
+    Stage("ablation_train", "train_row", SINGLE, only_when="ablation",
+          inputs={"tokenizer": "tokenizer.model", "train_tokens": "tokens.train_tokens", "val_tokens": "tokens.val_tokens",
+                  "ar_tokenizer": "tokenizer.model", "ar_train_tokens": "tokens.train_tokens",
+                  "ar_val_tokens": "tokens.val_tokens"},
+          input_context={k: {"tok": "_ar"} for k in ("ar_tokenizer", "ar_train_tokens", "ar_val_tokens")},
+          when={k: "ar_rows" for k in ("ar_tokenizer", "ar_train_tokens", "ar_val_tokens")},
+          outputs={"model": "runs/{n}/ablation/model.pt", "metrics": "runs/{n}/ablation/metrics.json",
+                   "curves": "metrics/{n}/plots/ablation_train.png"},
+          params=("seed", "data.num_classes", "ablation", "rows", "row_train"), plots=("curves",),
+          state="runs/{n}/state/ablation"),
+    Stage("ablation_sample", "sample_row", SINGLE, only_when="ablation",
+          inputs={"model": "ablation_train.model", "tokenizer": "tokenizer.model", "ar_tokenizer": "tokenizer.model"},
+          input_context={"ar_tokenizer": {"tok": "_ar"}}, when={"ar_tokenizer": "ar_rows"},
+          outputs={"samples": "runs/{n}/ablation/samples.npz", "grid": "runs/{n}/ablation/grid.png",
+                   "metrics": "runs/{n}/ablation/sample_metrics.json"},
+          params=("seed", "sample", "ablation", "rows")),
+    Stage("ablation_score", "score", SINGLE, only_when="ablation",
+          inputs={"samples": "ablation_sample.samples", "real": "data.val", "evalnet": "evalnet.model"},
+          when={"evalnet": "evalnet_scores", "real": "no_reference_batch"},
+          files=("score.inception_weights", "score.reference_batch"),
+          outputs={"scores": "runs/{n}/ablation/scores.json"}, params=("data", "score"), args={"name": "ablation"},
+          light=True),
+    Stage("ablation", "row_table", SINGLE, only_when="ablation",
+          inputs={"scores": "ablation_score.scores", "train_metrics": "ablation_train.metrics",
+                  "sample_metrics": "ablation_sample.metrics"},
+          outputs={"md": "results/{n}/ablation.md", "csv": "results/{n}/ablation.csv",
+                   "summary": "metrics/{n}/ablation.json"},
+          params=("ablation", "rows"), metrics=("summary",), args={"table": "ablation"}, light=True, gpus="none"),
     # --- residual vs independent multi-scale quantisation, L2+VQ vs the full loss (paper Sec. 3.2; small budget)
     Stage("tokenizer_ablation", "tokenizer_ablation", SINGLE,
           inputs={"train": "data.train", "val": "data.val", "evalnet": "evalnet.model"},

@@ -171,6 +171,21 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
     diff = run([BIN / "dvc", "metrics", "diff", "HEAD~1"], dvc)
     assert "metrics/ci/table1.json" in diff and f"{p.table1_models[0]}.fid_evalnet" in diff, diff
 
+    # Two Table 3 rows as DVC experiments: the shared stages (data, evalnet, tokenizer, tokens) are not rerun, and
+    # `dvc metrics diff` between the experiments lists the row metrics with their values
+    first = run([BIN / "dvc", "exp", "run", "-n", "var-plain", "-S", "ablation.row=var-plain", "ablation"], dvc)
+    second = run([BIN / "dvc", "exp", "run", "-n", "var-adaln", "-S", "ablation.row=var-adaln", "ablation"], dvc)
+    for log in (first, second):
+        assert "Running stage 'ablation_train'" in log, log[-3000:]
+        for shared in ("data", "evalnet", "tokenizer", "tokens", "tokenizer_ar", "tokens_ar"):
+            assert f"Running stage '{shared}'" not in log, f"{shared} ran again:\n{log[-3000:]}"
+    diff = run([BIN / "dvc", "metrics", "diff", "var-plain", "var-adaln"], dvc)
+    assert "metrics/ci/ablation.json" in diff and "fid_evalnet" in diff and "val_loss" in diff, diff
+    assert "var-adaln" in run([BIN / "dvc", "exp", "show", "--only-changed", "--no-pager"], dvc)
+    run([BIN / "dvc", "plots", "diff", "var-plain", "var-adaln", "-o", "plots_html"], dvc)
+    html = next((dvc / "plots_html").glob("*.html")).read_text()
+    assert "ablation_train.png" in html and "<script src=\"http" not in html      # images: renders offline
+
     # A params edit that changes the plan, without re-rendering dvc.yaml: the stale command is refused
     raw["table1"]["models"] = [p.table1_models[0]]
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))

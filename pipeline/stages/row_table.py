@@ -1,4 +1,4 @@
-"""Stages `table3` and `table2` (`--table`): the rows of `table3.rows` (AR baseline first) beside the paper's Table 3
+"""Stages `table3`, `table2` and `ablation` (`--table`): the rows of `table3.rows` (AR baseline first) beside the paper's Table 3
 rows they mirror, with parameter count, inference cost and FID relative to the first row; or the higher-resolution
 rows of `table2.rows` (setting `hires`: twice the base resolution with shared AdaLN; for ImageNet the 512 px
 var-d36-s recipe) beside the paper's Table 2, with the validation-data row of that setting (`--valdata`)."""
@@ -32,8 +32,10 @@ def row_inputs(args, p) -> list[tuple]:
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
+    if args.table == "ablation":            # the experiment's one row: params ablation.row
+        args.rows = [p.ablation.row]
     rows = row_inputs(args, p)
-    if args.table == "table3":
+    if args.table in ("table3", "ablation"):
         df = build_table3(rows)
         md = table3_markdown(df)
     else:
@@ -46,6 +48,8 @@ def main(args, log) -> dict:
     atomic_write_text(args.csv, df.to_csv(index=False))
     atomic_write_text(args.md, md)
     summary = {r: summary_of(s, t, g) for r, _, s, t, g in rows}
+    if args.table == "ablation":            # flat: `dvc metrics diff` between experiments compares the same keys
+        summary = {"row": rows[0][0], **summary[rows[0][0]]}
     if args.valdata:
         summary["validation data"] = summary_of(read_json(args.valdata), {}, {})
     atomic_write_json(args.summary, summary)
@@ -55,8 +59,9 @@ def main(args, log) -> dict:
 
 def cli(argv=None):
     ap = stage_parser("row_table", __doc__)
-    ap.add_argument("--table", required=True, choices=("table2", "table3"), help="which table")
-    ap.add_argument("--rows", nargs="+", required=True, help="row names, in table order")
+    ap.add_argument("--table", required=True, choices=("table2", "table3", "ablation"),
+                    help="which table (ablation: the experiment's row, params ablation.row)")
+    ap.add_argument("--rows", nargs="+", default=[], help="row names, in table order (not for ablation)")
     ap.add_argument("--scores", nargs="+", required=True, help="inputs: score JSON per row")
     ap.add_argument("--train-metrics", nargs="+", required=True, help="inputs: train metrics JSON per row")
     ap.add_argument("--sample-metrics", nargs="+", required=True, help="inputs: sample cost JSON per row")

@@ -67,9 +67,11 @@ def main(args, log) -> dict:
 
 def cli(argv=None):
     ap = stage_parser("sample_row", __doc__)
-    ap.add_argument("--row", required=True, help="key of `rows` in params (the DAG's {row})")
+    ap.add_argument("--row", default="", help="key of `rows` in params (the DAG's {row}); none: params "
+                                              "ablation.row (the experiment jobs)")
     ap.add_argument("--model", required=True, help="input: the row's model checkpoint (its own or model_from's)")
     ap.add_argument("--tokenizer", required=True, help="input: the row's tokenizer checkpoint")
+    ap.add_argument("--ar-tokenizer", default="", help="input (experiments): the AR tokenizer, used for an AR row")
     ap.add_argument("--samples", required=True, help="output: samples .npz")
     ap.add_argument("--grid", required=True, help="output: PNG grid")
     ap.add_argument("--metrics", required=True, help="output: generation cost JSON")

@@ -33,8 +33,9 @@ def build_row_model(row, p):
 
 
 def main(args, log) -> dict:
-    row, p = row_params(args, args.row)
-    if row.model_from:
+    experiment = not args.row                              # ablation.row: train the row's own recipe even if it
+    row, p = row_params(args, args.row)                    # reuses another row's model in Table 3
+    if row.model_from and not experiment:
         raise ValueError(f"row {args.row!r} reuses the model of {row.model_from!r} (model_from); nothing to train")
     device = select_device(args.device)
     vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
@@ -58,10 +59,13 @@ def main(args, log) -> dict:
 
 def cli(argv=None):
     ap = stage_parser("train_row", __doc__)
-    ap.add_argument("--row", required=True, help="key of `rows` in params (the DAG's {row})")
+    ap.add_argument("--row", default="", help="key of `rows` in params (the DAG's {row}); none: params "
+                                              "ablation.row (the experiment jobs)")
     ap.add_argument("--tokenizer", required=True, help="input: the row's tokenizer checkpoint")
     ap.add_argument("--train-tokens", required=True, help="input: train token file")
     ap.add_argument("--val-tokens", required=True, help="input: val token file")
+    for flag in ("tokenizer", "train-tokens", "val-tokens"):     # the experiment jobs: used when the row is AR
+        ap.add_argument(f"--ar-{flag}", default="", help=f"input (experiments): the AR baseline's {flag}")
     ap.add_argument("--model", required=True, help="output: model checkpoint")
     ap.add_argument("--metrics", required=True, help="output: metrics JSON")
     ap.add_argument("--curves", required=True, help="output: PNG of the training curves (DVC plots)")
