@@ -75,17 +75,28 @@ def bootstrap_generic(metric: Callable[..., dict], real, fake, idx_RM: np.ndarra
     return {name: np.array([r[name] for r in rows]) for name in rows[0]}
 
 
-def bootstrap_fd(reference: FrechetReference, fake, counts_RM: np.ndarray) -> np.ndarray:
-    """(R,) FD of each resample's (mean, covariance with ddof=1) against `reference`."""
+def bootstrap_fd(reference: FrechetReference, fake, counts_RM: np.ndarray,
+                 max_batch_elements: int = 1 << 26) -> np.ndarray:
+    """(R,) FD of each resample's (mean, covariance with ddof=1) against `reference`, in batches of resamples
+    holding at most `max_batch_elements` covariance entries (512 MiB of float64; 16 resamples at D = 2048)."""
     y_MD = torch.as_tensor(fake).to(reference.device, torch.float64)
-    m = y_MD.shape[0]
+    m, d = y_MD.shape
+    centre_D = y_MD.mean(0)
+    y_MD = y_MD - centre_D  # covariance is shift-invariant; centring first keeps the sums below well conditioned
+    c_RM = torch.as_tensor(counts_RM, dtype=torch.float64, device=reference.device)
+    step = max(1, max_batch_elements // (d * d))
+    # Small D: all second moments y_j y_j^T as one (M, D*D) matrix, so a batch is one GEMM with the counts.
+    outer_MDD = (y_MD[:, :, None] * y_MD[:, None, :]).reshape(m, d * d) if m * d * d <= max_batch_elements else None
     out = []
-    for c_M in torch.as_tensor(counts_RM, dtype=torch.float64, device=reference.device):
-        mu_D = c_M @ y_MD / m
-        yc_MD = y_MD - mu_D
-        sigma_DD = (yc_MD * c_M[:, None]).T @ yc_MD / (m - 1)
-        out.append(reference.distance(mu_D, sigma_DD))
-    return np.array(out)
+    for c_rM in c_RM.split(step):
+        mu_rD = c_rM @ y_MD / m
+        if outer_MDD is not None:
+            sigma_rDD = (c_rM @ outer_MDD).reshape(-1, d, d)
+        else:
+            sigma_rDD = torch.stack([(y_MD * c_M[:, None]).T @ y_MD for c_M in c_rM])
+        sigma_rDD = (sigma_rDD - m * mu_rD[:, :, None] * mu_rD[:, None, :]) / (m - 1)
+        out.append(reference.distances(mu_rD + centre_D, sigma_rDD))
+    return torch.cat(out).cpu().numpy()
 
 
 @torch.no_grad()

@@ -128,6 +128,13 @@ class FrechetReference:
         diff_D = mu_D - self.mu_D
         return float(diff_D @ diff_D + sigma_DD.trace() + self.trace - 2 * tr_covmean)
 
+    def distances(self, mu_RD: torch.Tensor, sigma_RDD: torch.Tensor) -> torch.Tensor:
+        """(R,) distances of R generated statistics at once (one batched `eigvalsh`), float64 on the device."""
+        m_RDD = self.root_DD @ sigma_RDD.to(self.device, torch.float64) @ self.root_DD
+        tr_covmean_R = torch.linalg.eigvalsh(m_RDD).clamp_min(0).sqrt().sum(-1)
+        diff_RD = mu_RD.to(self.device, torch.float64) - self.mu_D
+        return (diff_RD * diff_RD).sum(-1) + sigma_RDD.diagonal(dim1=-2, dim2=-1).sum(-1) + self.trace - 2 * tr_covmean_R
+
 
 def inception_score(logits_NK: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """(mean, std) of exp(E KL(p(y|x) || p(y))) over `splits` CONSECUTIVE, UNSHUFFLED chunks [i*N//s, (i+1)*N//s).
