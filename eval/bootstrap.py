@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from eval.kid import kernel_diag, kernel_row_sums, offdiag_sum, polynomial_kernel
-from eval.metrics import FrechetReference, _inside, _sq_dists, knn_radii
+from eval.metrics import FrechetReference, _inside, _sq_dists, block_rows, knn_radii
 from eval.prdc import BLOCK_SIZE, real_ball_pairs
 
 
@@ -93,7 +93,9 @@ def bootstrap_fd(reference: FrechetReference, fake, counts_RM: np.ndarray,
         if outer_MDD is not None:
             sigma_rDD = (c_rM @ outer_MDD).reshape(-1, d, d)
         else:
-            sigma_rDD = torch.stack([(y_MD * c_M[:, None]).T @ y_MD for c_M in c_rM])
+            rows = block_rows(m, d)  # Y^T diag(c) Y over row blocks: no (M, D) temporary per resample
+            sigma_rDD = torch.stack([sum((y_MD[i:i + rows] * c_M[i:i + rows, None]).T @ y_MD[i:i + rows]
+                                         for i in range(0, m, rows)) for c_M in c_rM])
         sigma_rDD = (sigma_rDD - m * mu_rD[:, :, None] * mu_rD[:, None, :]) / (m - 1)
         out.append(reference.distances(mu_rD + centre_D, sigma_rDD))
     return torch.cat(out).cpu().numpy()
@@ -108,8 +110,9 @@ def bootstrap_kid(*, real, fake, counts_RM: np.ndarray, block_size: int = 4096,
     c_RM = torch.as_tensor(counts_RM, dtype=dtype, device=x_ND.device)
     n, m = x_ND.shape[0], y_MD.shape[0]
     quad_R = torch.zeros(c_RM.shape[0], dtype=dtype, device=x_ND.device)
-    for i in range(0, m, block_size):  # c^T K c, one (block, M) kernel block at a time
-        quad_R += (c_RM[:, i:i + block_size] * (polynomial_kernel(y_MD[i:i + block_size], y_MD) @ c_RM.T).T).sum(1)
+    rows = block_rows(block_size, m)
+    for i in range(0, m, rows):  # c^T K c, one (rows, M) kernel block at a time
+        quad_R += (c_RM[:, i:i + rows] * (polynomial_kernel(y_MD[i:i + rows], y_MD) @ c_RM.T).T).sum(1)
     fake_pairs_R = quad_R - c_RM @ kernel_diag(y_MD)  # position pairs a != b; copies of one sample included
     cross_R = c_RM @ kernel_row_sums(y_MD, x_ND, block_size)
     real_term = offdiag_sum(x_ND, block_size) / (n * (n - 1))
@@ -119,7 +122,7 @@ def bootstrap_kid(*, real, fake, counts_RM: np.ndarray, block_size: int = 4096,
 def _neighbour_lists(fake_MD: torch.Tensor, size: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     # (M, size) squared distances and indices of each sample's nearest OTHER samples, ascending.
     dists, idx = [], []
-    for i in range(0, fake_MD.shape[0], block_size):
+    for i in range(0, fake_MD.shape[0], block_size):  # block_size already bounded by the caller
         d_BM = _sq_dists(fake_MD[i:i + block_size], fake_MD)
         rows = torch.arange(d_BM.shape[0], device=d_BM.device)
         d_BM[rows, rows + i] = float("inf")
@@ -156,18 +159,19 @@ def bootstrap_knn(*, real, fake, counts_RM: np.ndarray, pr_k: int = 3, dc_k: int
     fake = fake.to(real.device, real.dtype)
     c_RM = np.asarray(counts_RM)
     n, m = real.shape[0], fake.shape[0]
-    inside_M = _inside(fake, real, knn_radii(real, pr_k, block_size), block_size).cpu().numpy()
-    ri, fj = real_ball_pairs(real, fake, knn_radii(real, dc_k, block_size), block_size)
+    rows_n, rows_m = block_rows(block_size, n), block_rows(block_size, m)  # blocks against N / M columns
+    inside_M = _inside(fake, real, knn_radii(real, pr_k, rows_n), rows_n).cpu().numpy()
+    ri, fj = real_ball_pairs(real, fake, knn_radii(real, dc_k, rows_n), block_size)
     out = {"precision": c_RM @ inside_M / m, "density": c_RM @ np.bincount(fj, minlength=m) / (dc_k * m)}
     coverage, recall = [], []
     # P(fewer than k drawn among the list) ~ P(Poisson(size) < k): ~3e-10 for k = 3 and the default size 28.
     size = min(4 * pr_k + 16 if neighbours is None else neighbours, m - 1)
-    nbr_d, nbr_i = (t.cpu().numpy() for t in _neighbour_lists(fake, size, block_size))
+    nbr_d, nbr_i = (t.cpu().numpy() for t in _neighbour_lists(fake, size, rows_m))
     # Candidate (real, generated) pairs: a radius read off the lists is at most the list's last distance.
     cand_r, cand_f, cand_d = [], [], []
     bound_M = torch.from_numpy(nbr_d[:, -1]).to(real.device, real.dtype)
-    for i in range(0, n, block_size):
-        d_BM = _sq_dists(real[i:i + block_size], fake)
+    for i in range(0, n, rows_m):
+        d_BM = _sq_dists(real[i:i + rows_m], fake)
         b, j = torch.nonzero(d_BM <= bound_M[None], as_tuple=True)
         cand_r.append((b + i).cpu().numpy())
         cand_f.append(j.cpu().numpy())

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from eval.metrics import block_rows
+
 KEY_KID = "kid"            # mean over subsets
 KEY_KID_STD = "kid_std"    # std over subsets (ddof=0, torch-fidelity's)
 SUBSETS = 100              # torch-fidelity's defaults (kid_subsets, kid_subset_size, rng_seed)
@@ -37,9 +39,9 @@ def polynomial_kernel(a_AD: torch.Tensor, b_BD: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_row_sums(x_MD: torch.Tensor, y_ND: torch.Tensor, block_size: int = 4096) -> torch.Tensor:
-    """(M,) sums sum_j k(x_i, y_j), in row blocks of x. Memory: one (block_size, N) kernel block."""
-    return torch.cat([polynomial_kernel(x_MD[i:i + block_size], y_ND).sum(1)
-                      for i in range(0, x_MD.shape[0], block_size)])
+    """(M,) sums sum_j k(x_i, y_j), in row blocks of x (at most block_size rows and MAX_BLOCK_ELEMENTS entries)."""
+    rows = block_rows(block_size, y_ND.shape[0])
+    return torch.cat([polynomial_kernel(x_MD[i:i + rows], y_ND).sum(1) for i in range(0, x_MD.shape[0], rows)])
 
 
 def kernel_diag(x_MD: torch.Tensor) -> torch.Tensor:

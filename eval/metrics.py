@@ -155,6 +155,15 @@ def inception_score(logits_NK: np.ndarray | torch.Tensor, splits: int = 10) -> t
     return float(np.mean(scores)), float(np.std(scores))
 
 
+MAX_BLOCK_ELEMENTS = 1 << 24  # one distance / kernel block: 16M entries (64 MiB float32, 128 MiB float64)
+
+
+def block_rows(block_size: int, cols: int) -> int:
+    """Rows per block so a (rows, cols) block stays under MAX_BLOCK_ELEMENTS (and at most block_size rows): the
+    peak memory of blocked distance and kernel sums is then a few such blocks, whatever the set sizes."""
+    return max(1, min(block_size, MAX_BLOCK_ELEMENTS // max(cols, 1)))
+
+
 def _sq_dists(a_BD: torch.Tensor, b_MD: torch.Tensor) -> torch.Tensor:
     # |a|^2 - 2ab + |b|^2, clamped at 0: the evaluator's formulation (one GEMM, no (B, M, D) intermediate).
     d = (a_BD * a_BD).sum(1, keepdim=True) - 2 * a_BD @ b_MD.T + (b_MD * b_MD).sum(1)[None]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eval.metrics import _sq_dists, knn_radii
+from eval.metrics import _sq_dists, block_rows, knn_radii
 
 KEY_DENSITY = "density"
 KEY_COVERAGE = "coverage"
@@ -42,8 +42,9 @@ def _features(real, fake) -> tuple[torch.Tensor, torch.Tensor]:
 def _real_ball_masks(real_ND: torch.Tensor, fake_MD: torch.Tensor, sq_radii_N: torch.Tensor, block_size: int):
     # Real rows against all generated columns, the orientation of `knn_radii`: with fake == real the distances
     # compared to the radii are bit-identical to those the radii came from, so ties resolve consistently.
-    for i in range(0, real_ND.shape[0], block_size):
-        yield i, _sq_dists(real_ND[i:i + block_size], fake_MD) < sq_radii_N[i:i + block_size, None]
+    rows = block_rows(block_size, fake_MD.shape[0])
+    for i in range(0, real_ND.shape[0], rows):
+        yield i, _sq_dists(real_ND[i:i + rows], fake_MD) < sq_radii_N[i:i + rows, None]
 
 
 def real_ball_pairs(real_ND: torch.Tensor, fake_MD: torch.Tensor, sq_radii_N: torch.Tensor,
@@ -63,7 +64,7 @@ def density_coverage(*, real, fake, k: int = NEAREST_K, block_size: int = BLOCK_
     """{KEY_DENSITY, KEY_COVERAGE} of generated features `fake` (M, D) against reference features `real` (N, D)
     (numpy or torch; computed where `real` lives, in its dtype). See the module docstring for the definitions."""
     real, fake = _features(real, fake)
-    sq_radii_N = knn_radii(real, k, block_size)
+    sq_radii_N = knn_radii(real, k, block_rows(block_size, real.shape[0]))
     inside, covered = 0, []
     for _, inside_BM in _real_ball_masks(real, fake, sq_radii_N, block_size):
         inside += int(inside_BM.sum())

@@ -94,3 +94,22 @@ def test_fd_interval_covers_closed_form_fd_at_the_stated_rate():
         lo, hi = percentile_interval(bootstrap_fd(reference, fake, counts_of(resample_indices(m, cfg), m)), 0.9)
         hits += lo <= true_fd <= hi
     assert 0.836 <= hits / T <= 0.964, hits / T
+
+
+def test_memory_budget_blocks_give_the_same_numbers(monkeypatch):
+    # With a budget of 64 entries per block every distance / kernel pass runs in blocks of one or a few rows.
+    import eval.metrics
+    real, fake = _sets(4, n=70, m=60, d=3)
+    counts = counts_of(resample_indices(60, BootstrapConfig(resamples=4, seed=1)), 60)
+    ref = FrechetReference(*feature_stats(real))
+    before = (bootstrap_knn(real=real, fake=fake, counts_RM=counts), density_coverage(real=real, fake=fake),
+              bootstrap_kid(real=real, fake=fake, counts_RM=counts), bootstrap_fd(ref, fake, counts, 1))
+    monkeypatch.setattr(eval.metrics, "MAX_BLOCK_ELEMENTS", 64)
+    assert eval.metrics.block_rows(2048, 60) == 1
+    after = (bootstrap_knn(real=real, fake=fake, counts_RM=counts), density_coverage(real=real, fake=fake),
+             bootstrap_kid(real=real, fake=fake, counts_RM=counts), bootstrap_fd(ref, fake, counts, 1))
+    for name in before[0]:
+        np.testing.assert_array_equal(after[0][name], before[0][name])
+    assert after[1] == before[1]
+    np.testing.assert_allclose(after[2], before[2], rtol=1e-12)
+    np.testing.assert_allclose(after[3], before[3], rtol=1e-12)
