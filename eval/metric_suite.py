@@ -12,10 +12,13 @@
                                       bootstrap interval
     precision_{ext}, recall_{ext}     k-NN precision/recall (k = pr_k, eval/metrics.py)
     density_{ext}, coverage_{ext}     Naeem et al. (k = dc_k, eval/prdc.py)
+    is_{ext}                          Inception Score of the generated `logits` (eval/metrics.py), when given
     {m}_ci_low, {m}_ci_high           percentile bootstrap interval over the generated set (eval/bootstrap.py) for
                                       m in fd_{ext}, kid_{ext} (of the full-set MMD^2_u), precision_{ext},
-                                      recall_{ext}, density_{ext}, coverage_{ext}
+                                      recall_{ext}, density_{ext}, coverage_{ext}, and is_{ext} with `logits`
     bootstrap_level, bootstrap_resamples
+
+Every interval uses the same R resamples of the generated set (one index draw, `cfg.bootstrap.seed`).
 
 Read the intervals with eval/bootstrap.py's caveats: they show the spread of each number at THIS generated-set size.
 FD is biased upward at finite M (fd_{ext}_inf shows by how much), and a resample's FD more so, so the FD interval
@@ -33,14 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from eval.bootstrap import (BootstrapConfig, bootstrap_fd, bootstrap_kid, bootstrap_knn, counts_of,
-                            percentile_interval, resample_indices)
+from eval.bootstrap import (BootstrapConfig, bootstrap_fd, bootstrap_generic, bootstrap_kid, bootstrap_knn,
+                            counts_of, percentile_interval, resample_indices)
 from eval.fd_bias import MIN_SIZE, NUM_POINTS, fd_extrapolation, fd_sizes
 from eval.kid import KEY_KID, KEY_KID_STD, SEED as KID_SEED, SUBSET_SIZE, SUBSETS, kid
-from eval.metrics import FrechetReference, feature_stats
+from eval.metrics import FrechetReference, feature_stats, inception_score
 from eval.prdc import BLOCK_SIZE, NEAREST_K
 
-BOOTSTRAPPED = ("fd", "kid", "precision", "recall", "density", "coverage")
+BOOTSTRAPPED = ("fd", "kid", "precision", "recall", "density", "coverage", "is")
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,14 @@ class SuiteConfig:
     kid_subsets: int = SUBSETS            # torch-fidelity's KID defaults
     kid_subset_size: int = SUBSET_SIZE
     kid_seed: int = KID_SEED
+    is_splits: int = 10                   # the standard evaluator's IS splits (as eval/score.py)
     pr_k: int = 3                         # the standard evaluator's precision/recall k (as eval/score.py)
     dc_k: int = NEAREST_K                 # Naeem et al.'s density/coverage k
     fd_num_points: int = NUM_POINTS       # Chong & Forsyth's FD-vs-N design
     fd_min_size: int = MIN_SIZE
     fd_seed: int = 0
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    bootstrap_metrics: tuple[str, ...] = BOOTSTRAPPED  # drop expensive ones on a CPU (see the README numbers)
+    bootstrap_metrics: tuple[str, ...] = BOOTSTRAPPED  # drop expensive ones on a CPU (benchmarks/bench_metric_suite.py)
     block_size: int = BLOCK_SIZE          # rows per distance / kernel block: memory ~ block_size * max(N, M) floats
 
     def __post_init__(self):
@@ -64,8 +68,10 @@ class SuiteConfig:
 
 
 @torch.no_grad()
-def suite(*, real, fake, ext: str, cfg: SuiteConfig = SuiteConfig(), reference_stats=None) -> dict[str, float]:
-    """The flat metric dict of the module docstring."""
+def suite(*, real, fake, ext: str, cfg: SuiteConfig = SuiteConfig(), reference_stats=None,
+          logits=None) -> dict[str, float]:
+    """The flat metric dict of the module docstring. logits: (M, K) classifier logits of the same generated
+    samples, row for row (IS is resampled with them)."""
     real, fake = torch.as_tensor(real), torch.as_tensor(fake)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"need (N, D) features of equal D, got real {tuple(real.shape)}, fake {tuple(fake.shape)}")
@@ -104,8 +110,19 @@ def suite(*, real, fake, ext: str, cfg: SuiteConfig = SuiteConfig(), reference_s
         out[f"{name}_{ext}"] = float(knn[name][0])
         intervals[f"{name}_{ext}"] = knn[name][1:]
 
+    if logits is not None:
+        logits = torch.as_tensor(logits)
+        if logits.ndim != 2 or logits.shape[0] != m:
+            raise ValueError(f"logits must be (M={m}, K) for the generated samples, got {tuple(logits.shape)}")
+        out[f"is_{ext}"] = inception_score(logits, cfg.is_splits)[0]
+        if "is" in cfg.bootstrap_metrics:
+            intervals[f"is_{ext}"] = bootstrap_generic(
+                lambda real, fake: {"is": inception_score(fake, cfg.is_splits)[0]}, None, logits,
+                resample_indices(m, boot))["is"]
     for name in cfg.bootstrap_metrics:
         key = f"{name}_{ext}"
+        if key not in intervals:  # IS without logits
+            continue
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = percentile_interval(intervals[key], boot.level)
     out["bootstrap_level"], out["bootstrap_resamples"] = boot.level, float(boot.resamples)
     return out

@@ -133,7 +133,8 @@ class FrechetReference:
         m_RDD = self.root_DD @ sigma_RDD.to(self.device, torch.float64) @ self.root_DD
         tr_covmean_R = torch.linalg.eigvalsh(m_RDD).clamp_min(0).sqrt().sum(-1)
         diff_RD = mu_RD.to(self.device, torch.float64) - self.mu_D
-        return (diff_RD * diff_RD).sum(-1) + sigma_RDD.diagonal(dim1=-2, dim2=-1).sum(-1) + self.trace - 2 * tr_covmean_R
+        trace_R = sigma_RDD.diagonal(dim1=-2, dim2=-1).sum(-1).to(self.device, torch.float64)
+        return (diff_RD * diff_RD).sum(-1) + trace_R + self.trace - 2 * tr_covmean_R
 
 
 def inception_score(logits_NK: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:

@@ -71,7 +71,8 @@ def test_resampling_is_seeded_and_percentile_interval_is_numpys():
     np.testing.assert_array_equal(resample_indices(50, cfg), resample_indices(50, cfg))
     assert not np.array_equal(resample_indices(50, cfg), resample_indices(50, BootstrapConfig(resamples=5, seed=8)))
     assert (counts_of(resample_indices(50, cfg), 50).sum(1) == 50).all()
-    assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0), rel=1e-12)  # quantiles 0.05 and 0.95, hand-computed
+    # quantiles 0.05 and 0.95 of 0..100, by hand
+    assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0), rel=1e-12)
     with pytest.raises(ValueError):
         BootstrapConfig(level=1.0)
 

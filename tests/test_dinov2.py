@@ -196,7 +196,8 @@ def _pinned(fn) -> bool:
 
 def test_preprocessing_pinned_by_hand_values_and_mutants_fail():
     assert _pinned(preprocess)
-    norm = lambda x: (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]  # noqa: E731
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    norm = lambda x: (x - mean) / std  # noqa: E731
 
     def pil(img, mode):
         a = img[0].permute(1, 2, 0).numpy()

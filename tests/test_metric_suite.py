@@ -60,4 +60,21 @@ def test_suite_reference_stats_bootstrap_selection_and_names():
     with pytest.raises(ValueError, match="ext"):
         suite(real=real, fake=fake, ext="fid_dinov2", cfg=CFG)
     with pytest.raises(ValueError, match="unknown bootstrap_metrics"):
-        SuiteConfig(bootstrap_metrics=("is",))
+        SuiteConfig(bootstrap_metrics=("sfid",))
+
+
+def test_suite_inception_score_and_its_interval_from_logits():
+    from eval.bootstrap import bootstrap_generic, percentile_interval, resample_indices
+    from eval.metrics import inception_score
+    real, fake = _sets()
+    logits = torch.from_numpy(np.random.default_rng(5).normal(size=(240, 12)) * 2)
+    cfg = SuiteConfig(**{**CFG.__dict__, "bootstrap_metrics": ("is",), "is_splits": 4})
+    out = suite(real=real, fake=fake, ext="evalnet", cfg=cfg, logits=logits)
+    assert out["is_evalnet"] == inception_score(logits, 4)[0]
+    idx = resample_indices(240, cfg.bootstrap)  # the same draw as every other interval
+    by_hand = [inception_score(logits[torch.from_numpy(i)], 4)[0] for i in idx]
+    assert (out["is_evalnet_ci_low"], out["is_evalnet_ci_high"]) == pytest.approx(
+        percentile_interval(by_hand, 0.9), rel=1e-12)
+    assert "is_evalnet_ci_low" not in suite(real=real, fake=fake, ext="evalnet", cfg=CFG)  # no logits, no IS
+    with pytest.raises(ValueError, match="logits"):
+        suite(real=real, fake=fake, ext="evalnet", cfg=cfg, logits=logits[:10])
