@@ -67,9 +67,14 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff_D.dot(diff_D) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def _trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-    evals_D, evecs_DD = torch.linalg.eigh(sigma1)
-    root1_DD = (evecs_DD * evals_D.clamp_min(0).sqrt()) @ evecs_DD.T
+def psd_sqrt(sigma_DD: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a PSD matrix by `eigh`; rounding-level negative eigenvalues are clamped to 0."""
+    evals_D, evecs_DD = torch.linalg.eigh(sigma_DD)
+    return (evecs_DD * evals_D.clamp_min(0).sqrt()) @ evecs_DD.T
+
+
+def _trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor, root1: torch.Tensor | None = None) -> torch.Tensor:
+    root1_DD = psd_sqrt(sigma1) if root1 is None else root1
     return torch.linalg.eigvalsh(root1_DD @ sigma2 @ root1_DD).clamp_min(0).sqrt().sum()
 
 
@@ -93,6 +98,45 @@ def frechet_distance_torch(mu1, sigma1, mu2, sigma2, device: str | torch.device 
     return float(diff_D @ diff_D + sigma1.trace() + sigma2.trace() - 2 * tr_covmean)
 
 
+class FrechetReference:
+    """Reference (real) statistics with sqrtm(sigma) precomputed, for many Frechet distances against one reference.
+
+    `distance(mu, sigma)` of GENERATED statistics is `frechet_distance_torch(mu, sigma, *reference)` with the
+    reference's root reused, Tr sqrtm(s_gen s_ref) = Tr sqrtm(s_ref^1/2 s_gen s_ref^1/2): one `eigvalsh` per call
+    instead of an `eigh` plus an `eigvalsh` (the bootstrap and the FD-vs-N curve call it hundreds of times; at
+    D = 2048 on a 2-core CPU this is ~5 s instead of ~20 s)."""
+
+    def __init__(self, mu, sigma, device: str | torch.device = "cpu"):
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device)  # noqa: E731
+        self.mu_D, self.sigma_DD, self.device = t(mu), t(sigma), device
+        if self.sigma_DD.shape != self.mu_D.shape * 2 or self.mu_D.ndim != 1:
+            raise ValueError(f"reference statistics mismatch: mu {tuple(self.mu_D.shape)}, sigma "
+                             f"{tuple(self.sigma_DD.shape)}")
+        self.root_DD = psd_sqrt(self.sigma_DD)
+        self.trace = float(self.sigma_DD.trace())
+
+    def distance(self, mu, sigma) -> float:
+        mu_D = torch.as_tensor(np.asarray(mu), dtype=torch.float64, device=self.device)
+        sigma_DD = torch.as_tensor(np.asarray(sigma), dtype=torch.float64, device=self.device)
+        if mu_D.shape != self.mu_D.shape or sigma_DD.shape != self.sigma_DD.shape:
+            raise ValueError(f"mismatched statistics: mu {tuple(mu_D.shape)} vs reference {tuple(self.mu_D.shape)}")
+        try:
+            tr_covmean = _trace_sqrt_product(self.sigma_DD, sigma_DD, self.root_DD)
+        except torch.linalg.LinAlgError:  # degenerate spectra: the same eps-offset retry as frechet_distance_torch
+            offset = torch.eye(sigma_DD.shape[0], dtype=torch.float64, device=self.device) * FID_EPS
+            tr_covmean = _trace_sqrt_product(self.sigma_DD + offset, sigma_DD + offset)
+        diff_D = mu_D - self.mu_D
+        return float(diff_D @ diff_D + sigma_DD.trace() + self.trace - 2 * tr_covmean)
+
+    def distances(self, mu_RD: torch.Tensor, sigma_RDD: torch.Tensor) -> torch.Tensor:
+        """(R,) distances of R generated statistics at once (one batched `eigvalsh`), float64 on the device."""
+        m_RDD = self.root_DD @ sigma_RDD.to(self.device, torch.float64) @ self.root_DD
+        tr_covmean_R = torch.linalg.eigvalsh(m_RDD).clamp_min(0).sqrt().sum(-1)
+        diff_RD = mu_RD.to(self.device, torch.float64) - self.mu_D
+        trace_R = sigma_RDD.diagonal(dim1=-2, dim2=-1).sum(-1).to(self.device, torch.float64)
+        return (diff_RD * diff_RD).sum(-1) + trace_R + self.trace - 2 * tr_covmean_R
+
+
 def inception_score(logits_NK: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """(mean, std) of exp(E KL(p(y|x) || p(y))) over `splits` CONSECUTIVE, UNSHUFFLED chunks [i*N//s, (i+1)*N//s).
 
@@ -110,6 +154,15 @@ def inception_score(logits_NK: np.ndarray | torch.Tensor, splits: int = 10) -> t
         kl_N = (log_p.exp() * (log_p - log_py_K)).sum(1)
         scores.append(float(kl_N.mean().exp()))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+MAX_BLOCK_ELEMENTS = 1 << 24  # one distance / kernel block: 16M entries (64 MiB float32, 128 MiB float64)
+
+
+def block_rows(block_size: int, cols: int) -> int:
+    """Rows per block so a (rows, cols) block stays under MAX_BLOCK_ELEMENTS (and at most block_size rows): the
+    peak memory of blocked distance and kernel sums is then a few such blocks, whatever the set sizes."""
+    return max(1, min(block_size, MAX_BLOCK_ELEMENTS // max(cols, 1)))
 
 
 def _sq_dists(a_BD: torch.Tensor, b_MD: torch.Tensor) -> torch.Tensor:
