@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from var.checkpoint import save_checkpoint
 from var.config import config_to_dict
 from var.io import atomic_torch_save, load_torch
+from var.weights import check_sha256, load_weights
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, current_world, my_chunks
 from var.train import capture_rng, epoch_order, restore_rng, seed_everything
 
@@ -50,7 +51,10 @@ class TokenizerTrainConfig:
     lambda_p: float = 0.0               # perceptual; needs `perceptual=` passed to train_tokenizer
     perceptual: str = "evalnet"         # backbone when lambda_p > 0: 'evalnet' (offline) | 'lpips-vgg16'
     perceptual_weights: tuple[str, ...] = ()   # lpips-vgg16: [vgg16-397923af.pth, LPIPS v0.1 vgg.pth] local paths
+    perceptual_weights_sha256: tuple[str, ...] = ()   # optional full sha256 of each perceptual_weights file
+                                                      # ('' = not pinned); the digests used are recorded
     init_from: str = ""                 # fine-tune from: released vae_ch160v4096z32.pth or one of our model.pt
+    init_from_sha256: str = ""          # optional full sha256 of init_from; the digest used is recorded
     autocast_bf16: bool = True          # bf16 autocast of encoder/decoder/losses on CUDA (quantiser stays fp32)
     lambda_g: float = 0.0               # adversarial (hinge) generator loss; 0 = no discriminator at all
     disc_start_step: int = 0
@@ -79,6 +83,12 @@ class TokenizerTrainConfig:
             raise ValueError(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
         if self.perceptual not in ("evalnet", "lpips-vgg16"):
             raise ValueError(f"perceptual must be 'evalnet' or 'lpips-vgg16', got {self.perceptual!r}")
+        check_sha256(self.init_from_sha256, "init_from_sha256")
+        for i, digest in enumerate(self.perceptual_weights_sha256):
+            check_sha256(digest, f"perceptual_weights_sha256[{i}]")
+        if self.perceptual_weights_sha256 and len(self.perceptual_weights_sha256) != len(self.perceptual_weights):
+            raise ValueError(f"perceptual_weights_sha256 has {len(self.perceptual_weights_sha256)} entries for "
+                             f"{len(self.perceptual_weights)} perceptual_weights files (one per file, '' = not pinned)")
 
 
 class PatchDiscriminator(nn.Module):
@@ -216,18 +226,18 @@ def keep_quantizer_fp32(vqvae) -> list:
     return [vqvae.quantize.register_forward_pre_hook(pre), vqvae.quantize.register_forward_hook(post)]
 
 
-def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] = print) -> None:
+def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] = print, *,
+                           expected_sha256: str | None = "", key: str = "tokenizer.train.init_from") -> str:
     """Fine-tuning start: our `model.pt` (kind 'vqvae') or a released bare state dict (vae_ch160v4096z32.pth),
-    loaded strictly (a config mismatch names every missing / unexpected / mis-shaped key)."""
-    from var.checkpoint import load_official_state_dict, load_state_dict_strict
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"tokenizer.train.init_from: {path} does not exist")
-    ck = load_torch(path, map_location="cpu")
-    if isinstance(ck, dict) and ck.get("kind") == "vqvae" and "model" in ck:
-        load_state_dict_strict(vqvae, ck["model"], str(path))
-    else:
-        load_official_state_dict(vqvae, path)
-    log(f"[train_tokenizer] initialised from {path}")
+    checked against `expected_sha256` and loaded without running code (var/weights.py), then strictly (a config
+    mismatch names every missing / unexpected / mis-shaped key). Returns the file's sha256."""
+    from var.checkpoint import load_state_dict_strict
+    ck, digest = load_weights(path, expected_sha256, key=key, what="tokenizer weights")
+    if isinstance(ck, dict) and isinstance(ck.get("model"), dict):
+        ck = ck["model"]                                   # ours ({'kind': 'vqvae', 'model', ...}) or {'model': ...}
+    load_state_dict_strict(vqvae, ck, str(path))
+    log(f"[train_tokenizer] initialised from {path} (sha256 {digest})")
+    return digest
 
 
 def _all_reduce_grads(module: nn.Module, world) -> None:
@@ -290,7 +300,7 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
         opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.betas,
                                   weight_decay=0.0, foreach=False)
     hits_V = torch.zeros(vqvae.cfg.vocab_size, dtype=torch.long, device=device)
-    step, history, train_time, restarted = 0, [], 0.0, 0
+    step, history, train_time, restarted, init_sha256 = 0, [], 0.0, 0, ""
     if state_path.is_file():
         st = load_torch(state_path, map_location=device)
         if st.get("cfg") != config_to_dict(cfg):
@@ -305,11 +315,12 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
         hits_V.copy_(st["hits_V"])
         restarted = int(st["restarted_codes"])
         restore_rng(st["rng"])
+        init_sha256 = st.get("init_from_sha256", "")
         log(f"[train_tokenizer] resumed from {state_path} at step {step}/{max_it}")
     else:
         seed_everything(cfg.seed)
         if cfg.init_from:
-            init_tokenizer_weights(vqvae, cfg.init_from, log)
+            init_sha256 = init_tokenizer_weights(vqvae, cfg.init_from, log, expected_sha256=cfg.init_from_sha256)
     last_layer = vqvae.decoder.conv_out.weight
     bf16 = cfg.autocast_bf16 and device.type == "cuda"
     hooks = keep_quantizer_fp32(vqvae) if bf16 else []
@@ -407,7 +418,7 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
                 "model": vqvae.state_dict(), "optimizer": opt.state_dict(),
                 "disc": disc.state_dict() if use_gan else {}, "disc_optimizer": opt_d.state_dict() if use_gan else {},
                 "rng": capture_rng(), "history": history, "train_time_s": train_time, "hits_V": hits_V,
-                "restarted_codes": restarted})
+                "restarted_codes": restarted, "init_from_sha256": init_sha256})
         if epoch_end or step % cfg.ckpt_every_steps == 0:
             barrier()                                     # nobody runs ahead of rank 0's evaluation and state
 
@@ -416,6 +427,8 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, val_images: np.n
     metrics = dict(history[-1]) if history else {}
     metrics.update(step=step, train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    restarted_codes=restarted, history=history)
+    if cfg.init_from:
+        metrics["init_from_sha256"] = init_sha256
     if world.is_main:
         save_checkpoint(out_dir / "model.pt", vqvae, kind="vqvae", step=step,
                         extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})
