@@ -160,7 +160,7 @@ WRITE_PATTERNS = r"np\.savez|torch\.save\(|\.save\(|(?<![\w.])open\([^)]*['\"][w
                  r"\.write_bytes\(|json\.dump\(|\.to_csv\((?!index=)|shutil\.copy|os\.rename|os\.replace"
 # By convention the temporary path of `with atomic_path(out) as tmp:` is `tmp`: writes to it are fine.
 INSIDE_ATOMIC_PATH = re.compile(r"\(tmp\b|, tmp\)")
-ALLOWED_WRITES = {("eval/inception.py", "torch.save({}, placeholder)")}   # a scratch file, deleted right after
+ALLOWED_WRITES = {("eval/inception.py", "torch.save({}, buf)")}   # an in-memory buffer, not a file
 
 
 def test_every_writer_goes_through_var_io():
@@ -210,8 +210,9 @@ class _Evil:
 
 
 def test_torch_load_default_refuses_pickles(tmp_path, monkeypatch):
-    """torch-fidelity loads the Inception weights with a bare `torch.load(path)`; the installed torch defaults to
-    weights_only=True, so a payload there is refused too (and `load_torch` refuses it explicitly)."""
+    """A bare torch.load defaults to weights_only=True in the installed torch, so a payload is refused (and
+    `load_torch` refuses it explicitly). torch-fidelity 0.4.0 passes weights_only=False for its Inception file,
+    which is why eval/inception.py never hands it a file (tests/test_weights_safety.py)."""
     monkeypatch.chdir(tmp_path)
     torch.save({"w": torch.zeros(1)}, tmp_path / "ok.pt")
     with open(tmp_path / "evil.pt", "wb") as f:
