@@ -53,27 +53,28 @@ class Stage:
         return (f"pipeline/{self.cli}.py", *LIB_PARAMS, *self.code)
 
 
-MODEL_CODE = ("var/transformer.py", "var/vqvae.py", "var/quant.py", "var/checkpoint.py")
+MODEL_CODE = ("var/transformer.py", "var/vqvae.py", "var/quant.py", "var/checkpoint.py", "var/weights.py")
+DATA_CODE = ("var/data.py", "var/images.py")       # split files + how image files decode
 TOKENIZER_EVAL_CODE = ("eval/recon.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py")
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", inputs={},
           outputs={"train": "data/train.npz", "val": "data/val.npz", "classes": "data/classes.json"},
-          params=("seed", "data"), code=("var/data.py",), light=True),
+          params=("seed", "data"), code=DATA_CODE, light=True),
     Stage("evalnet", inputs={"train": "data.train", "val": "data.val"},
           outputs={"model": "runs/evalnet/model.pt", "metrics": "runs/evalnet/metrics.json"},
-          params=("seed", "data", "evalnet"), code=("eval/evalnet.py", "var/data.py"), metrics=("metrics",)),
+          params=("seed", "data", "evalnet"), code=("eval/evalnet.py", *DATA_CODE), metrics=("metrics",)),
     # evalnet is an input of the tokenizer: per-epoch rFID and the offline (`perceptual: evalnet`) perceptual loss
     Stage("tokenizer", inputs={"train": "data.train", "val": "data.val", "evalnet": "evalnet.model"},
           outputs={"model": "runs/tokenizer/model.pt", "metrics": "runs/tokenizer/metrics.json",
                    "history": "runs/tokenizer/history.csv"},
           params=("seed", "data", "tokenizer", "score.extractor", "score.inception_weights"),
-          code=("var/tokenizer_train.py", "var/perceptual.py", "var/data.py", *MODEL_CODE, *TOKENIZER_EVAL_CODE),
+          code=("var/tokenizer_train.py", "var/perceptual.py", *DATA_CODE, *MODEL_CODE, *TOKENIZER_EVAL_CODE),
           metrics=("metrics",), args={"state_dir": "runs/state/tokenizer"},
           plots={"history": ("epoch", "val_psnr", "val_ssim", "val_rfid", "val_usage_mean")}),
     Stage("tokens", inputs={"tokenizer": "tokenizer.model", "train": "data.train", "val": "data.val"},
           outputs={"train_tokens": "runs/tokens/train.npz", "val_tokens": "runs/tokens/val.npz"},
-          params=("data",), code=("var/data.py", *MODEL_CODE)),
+          params=("data",), code=(*DATA_CODE, *MODEL_CODE)),
     Stage("train_var", per_model=True,
           inputs={"tokenizer": "tokenizer.model", "train_tokens": "tokens.train_tokens",
                   "val_tokens": "tokens.val_tokens"},
@@ -97,14 +98,14 @@ STAGES: tuple[Stage, ...] = (
                                            "evalnet": "evalnet.model", "untrained": "sample_untrained.samples"},
           outputs={"scores": "runs/var/{model}/scores.json"}, params=("data", "score"),
           code=("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py",
-                "eval/cleanfid_check.py"),
+                "eval/cleanfid_check.py", "var/images.py", "var/weights.py"),
           metrics=("scores",), args={"name": "{model}"}, light=True),
     # Table 1's "validation data" row: real val images scored against the real train split.
     Stage("score_valdata", module="score", inputs={"samples": "data.val", "real": "data.train",
                                                    "evalnet": "evalnet.model"},
           outputs={"scores": "runs/valdata/scores.json"}, params=("data", "score"),
           code=("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py",
-                "eval/cleanfid_check.py"),
+                "eval/cleanfid_check.py", "var/images.py", "var/weights.py"),
           metrics=("scores",), args={"name": "valdata"}, light=True),
     Stage("table1", inputs={"scores": "*score.scores", "train_metrics": "*train_var.metrics",
                             "sample_metrics": "*sample.metrics", "valdata": "score_valdata.scores"},
@@ -115,7 +116,7 @@ STAGES: tuple[Stage, ...] = (
           outputs={"md": "results/tokenizer_ablation.md", "json": "results/tokenizer_ablation.json"},
           params=("seed", "data", "tokenizer", "tokenizer_ablation"),
           code=("var/tokenizer_train.py", "var/quant_independent.py", "var/perceptual.py", "pipeline/tokenizer.py",
-                "var/data.py", *MODEL_CODE, *TOKENIZER_EVAL_CODE),
+                *DATA_CODE, *MODEL_CODE, *TOKENIZER_EVAL_CODE),
           metrics=("json",), args={"state_dir": "runs/state/tokenizer_ablation"}),
     # --- issue 7: depth sweep + scaling-law fits (Fig. 5-6), sample grid over size x training (Fig. 7),
     # zero-shot in-/out-painting and class-conditional editing (Fig. 8)
@@ -141,7 +142,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("zeroshot", inputs={"model": "*train_var.model", "tokenizer": "tokenizer.model", "val": "data.val"},
           outputs={"inpaint": "results/zeroshot/inpaint.png", "outpaint": "results/zeroshot/outpaint.png",
                    "edit": "results/zeroshot/edit.png", "metrics": "results/zeroshot/metrics.json"},
-          params=("seed", "zeroshot", "table1"), code=("var/editing.py", "var/sampling.py", "var/data.py", *MODEL_CODE),
+          params=("seed", "zeroshot", "table1"), code=("var/editing.py", "var/sampling.py", *DATA_CODE, *MODEL_CODE),
           metrics=("metrics",), args={"models": ALL_MODELS}, light=True),
     # --- end issue 7
 )
@@ -170,7 +171,7 @@ _HIRES = ("data", "evalnet", "tokenizer", "tokens", "score_valdata")
 ALL_ROWS = "*rows"                  # arg value of a table stage: its rows, in order
 ROW_CODE = ("pipeline/rows.py", "var/ar.py")
 SCORE_CODE = ("eval/score.py", "eval/metrics.py", "eval/features.py", "eval/inception.py", "eval/evalnet.py",
-              "eval/cleanfid_check.py")
+              "eval/cleanfid_check.py", "var/images.py", "var/weights.py")
 STAGES = STAGES + (
     variant(_BASE["tokenizer"], "_ar", ("tokenizer",), scales="last"),
     variant(_BASE["tokens"], "_ar", ("tokenizer",), scales="last"),

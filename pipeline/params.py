@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from var.config import ConfigError, VARConfig, VQVAEConfig, build_config
+from var.weights import check_sha256
 
 # Library configs (each owned by its module; imported here only to validate their sections).
 from var.data import DataConfig
@@ -68,6 +69,7 @@ class ScoreConfig:
     """params.yaml `score`: which feature extractor FID/IS/precision/recall are computed with."""
     extractor: str = "evalnet"   # 'evalnet' (trained offline here) | 'inception' (needs inception_weights)
     inception_weights: str = ""  # path of the torch-fidelity Inception-v3 weights (only for 'inception')
+    inception_weights_sha256: str = ""  # optional: its full sha256 (else the file name's 6726825d prefix is checked)
     device: str = "auto"         # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     batch_size: int = 200        # feature-extraction batch; bounds memory only
     nearest_k: int = 3           # k of the k-NN manifolds of precision/recall (Kynkaanniemi et al. 2019)
@@ -77,7 +79,7 @@ class ScoreConfig:
     # reported as fid_cleanfid_legacy_tf next to fid_inception, never in its place.
     cleanfid_crosscheck: bool = False
     cleanfid_weights: str = ""   # local inception-2015-12-05.pt (clean-fid's TorchScript Inception; never downloaded)
-    cleanfid_weights_sha256: str = ""  # optional: its sha256 (or a prefix); every report records the digest used
+    cleanfid_weights_sha256: str = ""  # its full sha256, needed to load it (a TorchScript archive runs code)
 
     def __post_init__(self):
         if self.extractor not in ("evalnet", "inception"):
@@ -89,9 +91,8 @@ class ScoreConfig:
                              "'inception'")
         if self.cleanfid_crosscheck and not self.cleanfid_weights:
             raise ValueError("score.cleanfid_crosscheck needs score.cleanfid_weights (a local inception-2015-12-05.pt)")
-        if self.cleanfid_weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{8,64}", self.cleanfid_weights_sha256):
-            raise ValueError(f"score.cleanfid_weights_sha256 must be 8 to 64 hex digits, got "
-                             f"{self.cleanfid_weights_sha256!r}")
+        check_sha256(self.inception_weights_sha256, "score.inception_weights_sha256")
+        check_sha256(self.cleanfid_weights_sha256, "score.cleanfid_weights_sha256")
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class TokenizerSection:
     model: VQVAEConfig = field(default_factory=VQVAEConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     pretrained: str = ""         # a released tokenizer checkpoint (e.g. vae_ch160v4096z32.pth): imported, not trained
+    pretrained_sha256: str = ""  # optional: its full sha256; the digest imported is recorded in the metrics
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class ModelSection:
     model: VARConfig
     train: TrainConfig
     pretrained: str = ""         # a released VAR checkpoint (e.g. var_d16.pth): train_var imports it, no training
+    pretrained_sha256: str = ""  # optional: its full sha256; the digest imported is recorded in the metrics
 
 
 # --- issue 9: GPUs per job (Snakemake `resources: gpu`; more than one launches torchrun)
@@ -271,11 +274,12 @@ def build_params(raw: Mapping) -> Params:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
     data = build_config(DataConfig, _seeded(DataConfig, raw.get("data"), seed), "data")
-    tok_raw = _section(raw, "tokenizer", "tokenizer", ("model", "train", "pretrained"))
+    tok_raw = _section(raw, "tokenizer", "tokenizer", ("model", "train", "pretrained", "pretrained_sha256"))
     tokenizer = TokenizerSection(build_config(VQVAEConfig, tok_raw.get("model"), "tokenizer.model"),
                                  build_config(TokenizerTrainConfig, _seeded(TokenizerTrainConfig, tok_raw.get("train"), seed),
                                               "tokenizer.train"),
-                                 _path_key(tok_raw, "tokenizer.pretrained"))
+                                 _path_key(tok_raw, "tokenizer.pretrained"),
+                                 _sha256_key(tok_raw, "tokenizer.pretrained_sha256"))
     if tokenizer.model.image_size != data.image_size:
         raise ConfigError(f"tokenizer.model gives {tokenizer.model.image_size} px images (patch_nums[-1]="
                           f"{tokenizer.model.patch_nums[-1]} x downsample {tokenizer.model.downsample}) but "
@@ -290,7 +294,7 @@ def build_params(raw: Mapping) -> Params:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"model name {name!r}: use letters, digits, '-' and '_' only (it becomes a path "
                               f"and a wildcard)")
-        spec = _section(models_raw, name, where, ("model", "train", "pretrained"))
+        spec = _section(models_raw, name, where, ("model", "train", "pretrained", "pretrained_sha256"))
         m = dict(spec.get("model") or {})
         repeated = [k for k in FROM_TOKENIZER if k in m]
         if repeated:
@@ -305,7 +309,8 @@ def build_params(raw: Mapping) -> Params:
         models[name] = ModelSection(build_config(VARConfig, m, f"{where}.model"),
                                     build_config(TrainConfig, _seeded(TrainConfig, spec.get("train"), seed),
                                                  f"{where}.train"),
-                                    _path_key(spec, f"{where}.pretrained"))
+                                    _path_key(spec, f"{where}.pretrained"),
+                                    _sha256_key(spec, f"{where}.pretrained_sha256"))
     table1 = build_config(Table1Config, raw.get("table1"), "table1")
     missing = [m for m in table1.models if m not in models]
     if missing:
@@ -326,6 +331,14 @@ def _path_key(section: Mapping, where: str) -> str:
     if not isinstance(val, str):
         raise ConfigError(f"{where}: expected a path string, got {val!r}")
     return val
+
+
+def _sha256_key(section: Mapping, where: str) -> str:
+    """An optional pin of a third-party weights file: '' or its full sha256 (64 hex digits)."""
+    try:
+        return check_sha256(section.get(where.rsplit(".", 1)[1]) or "", where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 # --- issue 7: `scaling` (depth sweep, Fig. 5-7) and `zeroshot` (Fig. 8) sections

@@ -22,6 +22,7 @@ def main(args, log) -> dict:
     sc = p.score
     device = select_device(args.device if args.device != "auto" else sc.device)
     weights = args.evalnet if sc.extractor == "evalnet" else sc.inception_weights
+    pin = sc.inception_weights_sha256 if sc.extractor == "inception" else ""
     if sc.reference_batch and args.name != "valdata":    # the standard evaluator's reference (e.g. ImageNet ADM)
         args.real = sc.reference_batch
     short = sc.extractor
@@ -32,7 +33,7 @@ def main(args, log) -> dict:
 
     def score_file(path) -> dict:
         out = score(path, args.real, extractor=EXTRACTORS[sc.extractor], device=device, weights_path=weights,
-                    batch_size=sc.batch_size, k=sc.nearest_k, **crosscheck)
+                    expected_sha256=pin or None, batch_size=sc.batch_size, k=sc.nearest_k, **crosscheck)
         samples = load_npz(path)
         if "images" in samples and "labels" in samples:
             # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for

@@ -37,7 +37,8 @@ def rfid_features(p, evalnet_path, device):
     """(name, uint8 (N, H, W, 3) -> (N, D) numpy features) for rFID, with the extractor `score` uses; or None."""
     from eval.features import SHORT_NAMES, extract_features, load_extractor
     if p.score.extractor == "inception":
-        ext = load_extractor("inception-v3-compat", device=device, weights_path=p.score.inception_weights)
+        ext = load_extractor("inception-v3-compat", device=device, weights_path=p.score.inception_weights,
+                             expected_sha256=p.score.inception_weights_sha256 or None)
     elif evalnet_path:
         ext = load_extractor("evalnet", device=device, weights_path=evalnet_path)
     else:
@@ -56,7 +57,7 @@ def build_perceptual_loss(cfg, evalnet_path, device):
     if cfg.perceptual == "evalnet":
         from eval.evalnet import load_evalnet
         net = load_evalnet(evalnet_path) if evalnet_path else None
-    return build_perceptual(cfg.perceptual, cfg.perceptual_weights, net).to(device)
+    return build_perceptual(cfg.perceptual, cfg.perceptual_weights, net, cfg.perceptual_weights_sha256).to(device)
 
 
 def main(args, log) -> dict:
@@ -85,6 +86,8 @@ def main(args, log) -> dict:
                                   perceptual=perceptual, features=features, features_name=feat_name or "evalnet")
     metrics = {"num_params": n_params, "perceptual": cfg.perceptual if cfg.lambda_p > 0 else "none",
                "world_size": world.size, **metrics}
+    if getattr(perceptual, "weights_sha256", None):        # LPIPS: the third-party files actually loaded
+        metrics["perceptual_weights_sha256"] = list(perceptual.weights_sha256)
     if not world.is_main:
         return {}
     copy_atomic(state_dir / "model.pt", args.model)
@@ -101,14 +104,16 @@ def import_pretrained(p, args, log) -> dict:
     from var.checkpoint import save_checkpoint
     from var.tokenizer_train import init_tokenizer_weights
     vqvae = VQVAE(p.tokenizer.model)
-    init_tokenizer_weights(vqvae, p.tokenizer.pretrained, log.info)
+    digest = init_tokenizer_weights(vqvae, p.tokenizer.pretrained, log.info,
+                                    expected_sha256=p.tokenizer.pretrained_sha256, key="tokenizer.pretrained")
     n_params = sum(q.numel() for q in vqvae.parameters())
-    metrics = {"num_params": n_params, "pretrained": p.tokenizer.pretrained, "step": 0, "history": []}
-    save_checkpoint(args.model, vqvae, kind="vqvae", step=0, extra={"metrics": {"pretrained": p.tokenizer.pretrained}})
+    source = {"pretrained": p.tokenizer.pretrained, "pretrained_sha256": digest}
+    metrics = {"num_params": n_params, **source, "step": 0, "history": []}
+    save_checkpoint(args.model, vqvae, kind="vqvae", step=0, extra={"metrics": source})
     if args.history:
         atomic_write_text(args.history, history_csv([], "val_rfid"))
     atomic_write_json(args.metrics, metrics)
-    return {"params_M": n_params / 1e6, "pretrained": p.tokenizer.pretrained}
+    return {"params_M": n_params / 1e6, **source}
 
 
 def cli(argv=None):

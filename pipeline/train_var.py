@@ -16,7 +16,7 @@ import torch
 
 from pipeline.common import (copy_atomic, fingerprint, load_checkpoint_for, load_stage_params, prepare_state_dir,
                              progress_bar, run_stage, stage_parser)
-from var.checkpoint import load_official_state_dict, save_checkpoint
+from var.checkpoint import import_released, save_checkpoint
 from var.distributed import barrier, init_from_env
 from var.io import atomic_write_json
 from var.train import train_var
@@ -63,16 +63,19 @@ def import_pretrained(args, spec, log) -> dict:
     """Table 1 from released weights: load the official state dict strictly into the configured architecture and
     write it as this stage's checkpoint (rank 0), with metrics that say where it came from."""
     from var.distributed import current_world
-    model = load_official_state_dict(VAR(spec.model), spec.pretrained)
+    model = VAR(spec.model)
+    digest = import_released(model, spec.pretrained, spec.pretrained_sha256, key=f"models.{args.model_name}.pretrained")
     n_params = sum(q.numel() for q in model.parameters())
     log.info("%s: imported %s (%.2fM parameters), not trained", args.model_name, spec.pretrained, n_params / 1e6)
     if current_world().is_main:
-        metrics = {"model": args.model_name, "num_params": n_params, "pretrained": spec.pretrained, "step": 0}
+        metrics = {"model": args.model_name, "num_params": n_params, "pretrained": spec.pretrained,
+                   "pretrained_sha256": digest, "step": 0}
         save_checkpoint(args.model, model, kind="var", step=0, extra={"metrics": metrics})
         save_checkpoint(args.init, VAR(spec.model), kind="var", step=0, extra={"metrics": {"untrained": True}})
         atomic_write_json(args.metrics, metrics)
     barrier()
-    return {"model": args.model_name, "params_M": n_params / 1e6, "pretrained": spec.pretrained}
+    return {"model": args.model_name, "params_M": n_params / 1e6, "pretrained": spec.pretrained,
+            "pretrained_sha256": digest}
 
 
 def cli(argv=None):
