@@ -21,12 +21,22 @@ Weights (clean-fid documents neither a hash nor a size for this file):
                 (`inception_url` in cleanfid/downloads_helper.py of clean-fid 0.1.35; StyleGAN2-ADA's metrics
                 use the same URL)
     sha256    : not known here: neither clean-fid nor StyleGAN2-ADA publishes one, and this was written without
-                network access. Every report records the sha256 of the file actually used
-                (`cleanfid_crosscheck.weights_sha256`); pass that digest (or a prefix) as `expected_sha256`
-                (params: `score.cleanfid_weights_sha256`) to pin it from then on.
+                network access. It must be pinned (params: `score.cleanfid_weights_sha256`, the full 64 hex
+                digits) before the file is loaded at all; the refusal message prints the file's digest to check
+                against a trusted copy. Every report records it (`cleanfid_crosscheck.weights_sha256`).
     size      : not published either, so not checked.
     where     : any path, given as `weights_path` (params: `score.cleanfid_weights`). A missing file raises
                 `MissingWeightsError` naming the file, its origin and the configured path.
+
+Why the pin is required. The file is a TorchScript archive, and `torch.jit.load` runs the archive's code: a
+`__setstate__` in it runs during the load, and TorchScript can call `aten::save` / `aten::from_file` (write / read
+any file), which is enough to plant Python code (tests/test_weights_safety.py builds such an archive and shows
+`torch.jit.load` writing a file from `__setstate__`). Its tensors could be read without running it, but the forward
+(TF-style resize inside the network, then the layers) would have to be re-implemented, unverifiable without the
+file, and no longer clean-fid's own code, which is the point of the cross-check. So the archive is loaded only when
+its full sha256 is pinned (`var.weights.read_pinned_torchscript`): a substituted or tampered file is refused before
+any of its code runs, and archives whose code uses `__setstate__` or file operators are refused even when pinned.
+The checked bytes (not the path) are what `InceptionV3W` loads, from a private temporary folder.
 
 Why not `cleanfid.features.build_feature_extractor`: it hard-codes the folder (/tmp, or ./ on Windows) and calls
 `check_download_inception`, which fetches the file with urllib (no timeout, no hash check) whenever it is missing
@@ -41,7 +51,6 @@ cross-check runs.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -53,8 +62,8 @@ import torch
 import torch.nn as nn
 
 from eval.features import open_images
-from eval.inception import MissingWeightsError, WeightsHashError, sha256_file
 from var.precision import fp32_precision
+from var.weights import MissingWeightsError, WeightsHashError, read_pinned_torchscript  # noqa: F401 (re-exported)
 
 MODE = "legacy_tensorflow"
 WEIGHTS_FILE_NAME = "inception-2015-12-05.pt"
@@ -72,22 +81,17 @@ def clean_fid_version() -> str:
     return version("clean-fid")
 
 
-def resolve_weights(weights_path: str | Path | None, expected_sha256: str | None = None) -> tuple[Path, str]:
-    """(path, sha256) of the configured weights file; `expected_sha256` (full digest or prefix) is checked if given."""
-    where = "pass its path as weights_path (params: score.cleanfid_weights)"
-    if weights_path is None or str(weights_path) == "":
-        raise MissingWeightsError(
-            f"the clean-fid cross-check needs {WEIGHTS_FILE_NAME} (clean-fid's TorchScript Inception, from "
-            f"{WEIGHTS_URL}): put it on disk and {where}. Nothing is downloaded at run time.")
-    path = Path(weights_path)
-    if not path.is_file():
-        raise MissingWeightsError(
-            f"clean-fid Inception weights not found at {path}. Put {WEIGHTS_FILE_NAME} (from {WEIGHTS_URL}) "
-            f"there, or {where}. Nothing is downloaded at run time.")
-    digest = sha256_file(path)
-    if expected_sha256 and not digest.startswith(expected_sha256.lower()):
-        raise WeightsHashError(f"{path}: sha256 {digest} does not match the expected {expected_sha256}")
-    return path, digest
+PARAMS_KEY = "score.cleanfid_weights"
+
+
+def read_weights(weights_path: str | Path | None, expected_sha256: str | None) -> tuple[Path, bytes, str]:
+    """(path, bytes, sha256) of the configured archive, refused unless its full sha256 is `expected_sha256`."""
+    hint = (f"the clean-fid cross-check needs {WEIGHTS_FILE_NAME} (clean-fid's TorchScript Inception, from "
+            f"{WEIGHTS_URL}): put it on disk and pass its path as weights_path (params: {PARAMS_KEY}). Nothing is "
+            f"downloaded at run time.")
+    data, digest = read_pinned_torchscript(weights_path, expected_sha256, key=PARAMS_KEY,
+                                           what="clean-fid Inception weights", hint=hint)
+    return Path(weights_path), data, digest
 
 
 @dataclass(frozen=True)
@@ -100,18 +104,16 @@ class CleanFIDExtractor:
 
 def load_extractor(weights_path: str | Path | None, expected_sha256: str | None = None, *,
                    device: str | torch.device = "cpu") -> CleanFIDExtractor:
-    """clean-fid's legacy_tensorflow feature extractor from a local, sha256-checked file; never downloads."""
+    """clean-fid's legacy_tensorflow feature extractor from a local file whose full sha256 is pinned; never
+    downloads."""
     from cleanfid.inception_torchscript import InceptionV3W
-    path, digest = resolve_weights(weights_path, expected_sha256)
-    with tempfile.TemporaryDirectory(prefix="cleanfid-weights-") as tmp:
-        folder = path.parent
-        if path.name != WEIGHTS_FILE_NAME:  # InceptionV3W only takes a folder holding exactly that name
-            folder = Path(tmp)
-            os.symlink(path.resolve(), folder / WEIGHTS_FILE_NAME)
+    path, data, digest = read_weights(weights_path, expected_sha256)
+    with tempfile.TemporaryDirectory(prefix="cleanfid-weights-") as tmp:   # created 0700: only we can swap it
+        (Path(tmp) / WEIGHTS_FILE_NAME).write_bytes(data)   # InceptionV3W only takes a folder holding that name
         try:
             # What build_feature_extractor("legacy_tensorflow") builds, minus the /tmp download and DataParallel.
-            model = InceptionV3W(str(folder), download=False, resize_inside=True)
-        except (RuntimeError, AttributeError, ValueError) as e:  # not a TorchScript archive / not that network
+            model = InceptionV3W(tmp, download=False, resize_inside=True)
+        except (RuntimeError, AttributeError, ValueError) as e:  # not that network
             raise ValueError(f"{path} could not be loaded as clean-fid's TorchScript Inception ({WEIGHTS_FILE_NAME} "
                              f"from {WEIGHTS_URL}): {e}") from e
     device = torch.device(device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from var.config import Config, TrainConfig, param
+from var.config import Config, TrainConfig, check_sha256, param
 
 SEED = dict(ge=0, lt=2 ** 63)
 
@@ -28,6 +28,7 @@ class ScoreConfig(Config):
     """params.yaml `score`: which feature extractor FID/IS/precision/recall are computed with."""
     extractor: str = param("evalnet", choices=("evalnet", "inception"))   # inception needs inception_weights
     inception_weights: str = ""  # path of the torch-fidelity Inception-v3 weights (only for 'inception')
+    inception_weights_sha256: str = ""  # optional: its full sha256 (else the file name's 6726825d prefix is checked)
     device: str = "auto"         # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     batch_size: int = param(200, ge=1)   # feature-extraction batch; bounds memory only
     nearest_k: int = param(3, ge=1)      # k of the k-NN manifolds of precision/recall (Kynkaanniemi et al. 2019)
@@ -37,7 +38,7 @@ class ScoreConfig(Config):
     # reported as fid_cleanfid_legacy_tf next to fid_inception, never in its place.
     cleanfid_crosscheck: bool = False
     cleanfid_weights: str = ""   # local inception-2015-12-05.pt (clean-fid's TorchScript Inception; never downloaded)
-    cleanfid_weights_sha256: str = ""  # optional: its sha256 (or a prefix); every report records the digest used
+    cleanfid_weights_sha256: str = ""  # its full sha256, needed to load it (a TorchScript archive runs code)
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,9 +51,8 @@ class ScoreConfig(Config):
                              "'inception'")
         if self.cleanfid_crosscheck and not self.cleanfid_weights:
             raise ValueError("score.cleanfid_crosscheck needs score.cleanfid_weights (a local inception-2015-12-05.pt)")
-        if self.cleanfid_weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{8,64}", self.cleanfid_weights_sha256):
-            raise ValueError(f"score.cleanfid_weights_sha256 must be 8 to 64 hex digits, got "
-                             f"{self.cleanfid_weights_sha256!r}")
+        check_sha256(self.inception_weights_sha256, "score.inception_weights_sha256")
+        check_sha256(self.cleanfid_weights_sha256, "score.cleanfid_weights_sha256")
 
 
 FRACTION = dict(gt=0, le=1)

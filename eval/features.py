@@ -6,8 +6,10 @@ Extractors (keys of the returned feature dict in brackets):
     'evalnet'              the pipeline's own evaluation network (eval/evalnet.py: `load_evalnet(path)` returns a
                            module with `features(img_B3HW in [-1, 1]) -> (feat_BD, logits_BK)`) ['pool', 'logits']
 The evaluation network is registered in torch-fidelity's feature-extractor registry under 'evalnet', so
-`torch_fidelity.calculate_metrics(feature_extractor='evalnet', ...)` can use it too. Image folders are read with
-torch-fidelity's own `ImagesPathDataset`; arrays are sliced directly (no PNG round trip, no per-item DataLoader).
+`torch_fidelity.calculate_metrics(feature_extractor='evalnet', ...)` can use it too. Image folders are decoded by
+var/images.py, with the data stage's rule for every pixel mode (torch-fidelity's own folder reader applies
+`convert("RGB")`, which turns 16-bit greys white); arrays are sliced directly (no PNG round trip, no per-item
+DataLoader).
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from torch_fidelity.datasets import ImagesPathDataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import create_feature_extractor, glob_samples_paths
 
-from eval.inception import EXTRACTOR_NAME as INCEPTION, InceptionFeatures, sha256_file
+from eval.inception import EXTRACTOR_NAME as INCEPTION
+from eval.inception import InceptionFeatures, sha256_file
+from var.images import decode_image
 from var.io import load_npz
 from var.precision import fp32_precision
 
@@ -113,13 +116,26 @@ def check_uint8_images(images_NHW3: np.ndarray) -> np.ndarray:
     return a
 
 
+class ImageFiles(Dataset):
+    """Image files as uint8 (3, H, W) tensors, decoded by var.images (EXIF orientation applied, each mode by rule)."""
+
+    def __init__(self, files: list[str]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(decode_image(self.files[i])).permute(2, 0, 1)
+
+
 def open_images(source) -> np.ndarray | Dataset:
     """uint8 array, .npz with 'images' (ours) or 'arr_0' (ADM), or an image folder (torch-fidelity's reader)."""
     if isinstance(source, np.ndarray):
         return check_uint8_images(source)
     path = Path(source)
     if path.is_dir():
-        return ImagesPathDataset(glob_samples_paths(str(path), True, "png,jpg,jpeg,webp,bmp", verbose=False))
+        return ImageFiles(glob_samples_paths(str(path), True, "png,jpg,jpeg,webp,bmp", verbose=False))
     arrays = load_npz(path)
     key = "images" if "images" in arrays else "arr_0"
     if key not in arrays:
@@ -165,11 +181,12 @@ def extract_features(images, extractor: Extractor, *, batch_size: int = 250,
 
 
 def reconstruction_features(extractor: str, *, inception_weights: str = "", evalnet_path: str | None = None,
-                            device="cpu", batch_size: int = 200):
+                            device="cpu", batch_size: int = 200, inception_sha256: str = ""):
     """(short name, uint8 (N, H, W, 3) -> (N, D) numpy features) for a tokenizer's rFID, with the extractor
     scoring uses ('inception': the weights file; 'evalnet': the evaluation network, if given); or (None, None)."""
     if extractor == "inception":
-        ext = load_extractor(INCEPTION, device=device, weights_path=inception_weights)
+        ext = load_extractor(INCEPTION, device=device, weights_path=inception_weights,
+                             expected_sha256=inception_sha256 or None)
     elif evalnet_path:
         ext = load_extractor(EVALNET, device=device, weights_path=evalnet_path)
     else:

@@ -5,11 +5,16 @@ Weights. torch-fidelity's port of TF Inception 2015-12-05 (the graph the standar
     origin    : https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth
                 (`URL_INCEPTION_V3` in torch_fidelity/feature_extractor_inceptionv3.py, torch-fidelity 0.3.0 and 0.4.0)
     sha256    : starts with 6726825d. torch-fidelity ships no full hash; the 8 hex digits in the file name are the
-                torch.hub convention (`check_hash`) for a sha256 prefix. The full digest and the exact byte size were
-                not available on the machine this was written on (no network), so the size is not verified either:
-                the layout holds 566 tensors, 23,885,392 float32 values (95,542,320 bytes), and a torch.save of it
-                is 95,731,847 bytes (~91.3 MiB), so expect about that. Record the full digest once and pass it
-                as `expected_sha256` to pin it.
+                torch.hub convention (`check_hash`) for a sha256 prefix, and that prefix is required when no digest is
+                pinned. The full digest and the exact byte size were not available on the machine this was written on
+                (no network): the layout holds 566 tensors, 23,885,392 float32 values (95,542,320 bytes), and a
+                torch.save of it is 95,731,847 bytes (~91.3 MiB), so expect about that. Pin the full digest with
+                `expected_sha256` (params: `score.inception_weights_sha256`); every score records the digest used.
+    loading   : torch-fidelity's `FeatureExtractorInceptionV3.__init__` unpickles its weights file itself, with
+                torch.load and weights_only=False, which runs any callable a crafted file names. The file is
+                therefore never given to torch-fidelity: `var.weights.load_weights` checks its sha256 and loads it
+                with weights_only=True, torch-fidelity's network is built around an in-memory empty state dict we
+                serialise ourselves (`_InceptionLayout`), and the checked tensors are loaded into it strictly.
     where     : the path given to `InceptionFeatures(weights_path=...)`, else torch.hub's cache,
                 `<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth` (the file torch-fidelity
                 itself would use). A missing file raises `MissingWeightsError`; nothing is ever downloaded, because
@@ -26,54 +31,77 @@ Features (all float32, computed from uint8 (B, 3, H, W) images, TF1-exact biline
 """
 from __future__ import annotations
 
-import hashlib
+import io
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.utils import create_feature_extractor
+
+from var.checkpoint import CheckpointMismatchError
+from var.io import atomic_torch_save
+from var.weights import MissingWeightsError, WeightsHashError, load_weights, sha256_file  # noqa: F401 (re-exported)
 
 WEIGHTS_FILE_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256_PREFIX = "6726825d"
 WEIGHTS_URL = URL_INCEPTION_V3  # documentation only: never fetched
 EXTRACTOR_NAME = "inception-v3-compat"  # torch-fidelity's registry name
+PARAMS_KEY = "score.inception_weights"
 SPATIAL_CHANNELS = 7  # the standard evaluator keeps mixed_6/conv[..., :7]
-
-
-class MissingWeightsError(FileNotFoundError):
-    """The Inception weights file is not on disk; the message says which file to put where."""
-
-
-class WeightsHashError(ValueError):
-    """The weights file's sha256 is not the expected one."""
 
 
 def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE_NAME
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _missing_hint() -> str:
+    return (f"Put {WEIGHTS_FILE_NAME} (sha256 {WEIGHTS_SHA256_PREFIX}..., from {WEIGHTS_URL}) there, or pass its "
+            f"path as weights_path. Nothing is downloaded at run time.")
 
 
-def resolve_weights(weights_path: str | Path | None = None, expected_sha256: str | None = None) -> tuple[Path, str]:
-    """(path, sha256) of a verified weights file. Without `expected_sha256` the official file's prefix is required."""
-    path = Path(weights_path) if weights_path is not None else default_weights_path()
-    if not path.is_file():
-        raise MissingWeightsError(
-            f"Inception weights not found at {path}. Put {WEIGHTS_FILE_NAME} (sha256 {WEIGHTS_SHA256_PREFIX}..., "
-            f"from {WEIGHTS_URL}) there, or pass its path as weights_path. Nothing is downloaded at run time.")
-    digest = sha256_file(path)
-    want = expected_sha256 or WEIGHTS_SHA256_PREFIX
-    if not digest.startswith(want.lower()):
-        raise WeightsHashError(f"{path}: sha256 {digest} does not match the expected {want}")
-    return path, digest
+def load_inception_state(weights_path: str | Path | None = None,
+                         expected_sha256: str | None = None) -> tuple[dict, Path, str]:
+    """(state dict, path, sha256) of a verified weights file, loaded with weights_only=True. Without
+    `expected_sha256` the official file's sha256 prefix is required."""
+    path = Path(weights_path) if weights_path else default_weights_path()
+    state, digest = load_weights(path, expected_sha256 or WEIGHTS_SHA256_PREFIX, key=PARAMS_KEY,
+                                 what="Inception weights", hint=_missing_hint())
+    return state, path, digest
+
+
+def _empty_state_dict_bytes() -> io.BytesIO:
+    buf = io.BytesIO()
+    torch.save({}, buf)
+    buf.seek(0)
+    return buf
+
+
+class _InceptionLayout(FeatureExtractorInceptionV3):
+    """torch-fidelity's Inception (layout and forward) whose own weights loading never sees a user file.
+
+    torch-fidelity 0.4.0 loads in `__init__` (torch.load of `feature_extractor_weights_path` with weights_only=False,
+    then `self.load_state_dict`). Here that path is an in-memory `{}` serialised above, and the load of it is
+    skipped; weights come in afterwards through `load_state_dict`, which then behaves as nn.Module's."""
+
+    def __init__(self, name: str, features_list: list[str]):
+        super().__init__(name, features_list, feature_extractor_weights_path=_empty_state_dict_bytes())
+        self._constructed = True
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if not getattr(self, "_constructed", False):   # torch-fidelity's own call with the empty placeholder
+            return None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def inception_network(state_dict, source: str, features_list=("2048", "logits_unbiased")) -> FeatureExtractorInceptionV3:
+    """torch-fidelity's extractor holding `state_dict` (loaded strictly, as torch-fidelity itself does)."""
+    net = _InceptionLayout(EXTRACTOR_NAME, list(features_list))
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise CheckpointMismatchError(f"{source} is not torch-fidelity's Inception layout: {e}") from None
+    return net.requires_grad_(False).eval()
 
 
 def resize_like_tf1(img_B3HW: torch.Tensor, size: int = FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE) -> torch.Tensor:
@@ -91,9 +119,8 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights_path: str | Path | None = None, expected_sha256: str | None = None):
         super().__init__()
-        path, self.weights_sha256 = resolve_weights(weights_path, expected_sha256)
-        self.net = create_feature_extractor(EXTRACTOR_NAME, ["2048", "logits_unbiased"], cuda=False,
-                                            feature_extractor_weights_path=str(path), verbose=False)
+        state, path, self.weights_sha256 = load_inception_state(weights_path, expected_sha256)
+        self.net = inception_network(state, str(path))
         self._spatial = None
         self.net.Mixed_6d.branch1x1.register_forward_hook(self._keep_spatial)
 
@@ -106,29 +133,18 @@ class InceptionFeatures(nn.Module):
         return {"pool": pool_BD, "logits": logits_BK, "spatial": spatial_BS}
 
 
-class _RandomLayout(FeatureExtractorInceptionV3):
-    # The extractor loads weights in __init__; this subclass skips that to obtain the bare, randomly initialised layout.
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        return None
-
-
 def write_random_inception_weights(path: str | Path, seed: int = 0) -> str:
     """Save a state dict with the exact layout of the official file but random values; return its sha256.
 
     For tests and benchmarks only (speed does not depend on values). He-normal convolutions with identity BN keep
     activations O(1) through the 94 layers, so features are finite and not degenerate."""
-    placeholder = Path(path).with_suffix(".empty")
-    torch.save({}, placeholder)
-    net = _RandomLayout("random-layout", ["2048"], feature_extractor_weights_path=str(placeholder))
-    placeholder.unlink()
     gen = torch.Generator().manual_seed(seed)
-    state = net.state_dict()
+    state = _InceptionLayout("random-layout", ["2048"]).state_dict()
     for name, t in state.items():
         if name.endswith("conv.weight") or name == "fc.weight":
             fan_in = t[0].numel()
             t.copy_(torch.randn(t.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
         elif name == "fc.bias":
             t.copy_(torch.randn(t.shape, generator=gen))
-    from var.io import atomic_torch_save
     atomic_torch_save(path, state)
     return sha256_file(path)

@@ -75,7 +75,7 @@ def provenance(args, p: Params) -> dict:
     rerun fingerprint: the resolved values of its params keys; all params for a command run by hand), the git
     commit of the code and whether the code differs from it. Recorded in every scores.json and table."""
     import subprocess
-    if args.job:
+    if getattr(args, "job", ""):       # run through the DAG (a library caller may build args by hand)
         from pipeline.plan import build_plan
         keys = next(j.params for j in build_plan(load_params(args.params, args.configfile)).jobs if j.name == args.job)
         read = select(p, keys)

@@ -31,6 +31,7 @@ from var.config import (
     VQVAEConfig,
     ZeroShotConfig,
     build_config,
+    check_sha256,
     param,
 )
 
@@ -98,13 +99,17 @@ class TokenizerSection:
     model: VQVAEConfig = field(default_factory=VQVAEConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     pretrained: str = ""         # a released tokenizer checkpoint (e.g. vae_ch160v4096z32.pth): imported, not trained
+    pretrained_sha256: str = ""  # optional full sha256 of `pretrained`; the digest loaded is recorded either way
+    pretrained_sha256: str = ""  # optional: its full sha256; the digest imported is recorded in the metrics
 
 
 @dataclass(frozen=True)
 class ModelSection:
     model: VARConfig
     train: TrainConfig
-    pretrained: str = ""         # a released VAR checkpoint (e.g. var_d16.pth): train_var imports it, no training
+    pretrained: str = ""         # a released VAR checkpoint (e.g. var_d16.pth): imported (import_var), not trained
+    pretrained_sha256: str = ""  # optional full sha256 of `pretrained`; the digest loaded is recorded either way
+    pretrained_sha256: str = ""  # optional: its full sha256; the digest imported is recorded in the metrics
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,14 @@ def _path_key(sec: Mapping, where: str) -> str:
     return val
 
 
+def _sha256_key(sec: Mapping, where: str) -> str:
+    """An optional pin of a third-party weights file: '' or its full sha256 (64 hex digits)."""
+    try:
+        return check_sha256(sec.get(where.rsplit(".", 1)[1]) or "", where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _check_top_k(top_k: int, vocab: int, where: str) -> None:
     if top_k > vocab:
         raise ConfigError(f"{where} = {top_k}: must be in [0, {vocab}] (0 = off; the tokenizer has {vocab} codes)")
@@ -190,7 +203,7 @@ def _models(raw: Mapping, seed: int, data: DataConfig, tokenizer: TokenizerSecti
         if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
             raise ConfigError(f"model name {name!r}: use letters, digits, '-' and '_' only (it becomes a path "
                               f"and a wildcard)")
-        spec = section(models_raw, name, where, ("model", "train", "pretrained"))
+        spec = section(models_raw, name, where, ("model", "train", "pretrained", "pretrained_sha256"))
         m = dict(spec.get("model") or {})
         repeated = [k for k in FROM_TOKENIZER if k in m]
         if repeated:
@@ -205,7 +218,8 @@ def _models(raw: Mapping, seed: int, data: DataConfig, tokenizer: TokenizerSecti
         models[name] = ModelSection(build_config(VARConfig, m, f"{where}.model"),
                                     build_config(TrainConfig, seeded(TrainConfig, spec.get("train"), seed),
                                                  f"{where}.train"),
-                                    _path_key(spec, f"{where}.pretrained"))
+                                    _path_key(spec, f"{where}.pretrained"),
+                                    _sha256_key(spec, f"{where}.pretrained_sha256"))
     return models
 
 
@@ -255,12 +269,13 @@ def build_params(raw: Mapping) -> Params:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
         raise ConfigError(f"seed = {seed!r}: must be an integer in [0, 2**63)")
     data = build_config(DataConfig, seeded(DataConfig, raw.get("data"), seed), "data")
-    tok_raw = section(raw, "tokenizer", "tokenizer", ("model", "train", "pretrained"))
+    tok_raw = section(raw, "tokenizer", "tokenizer", ("model", "train", "pretrained", "pretrained_sha256"))
     tokenizer = TokenizerSection(build_config(VQVAEConfig, tok_raw.get("model"), "tokenizer.model"),
                                  build_config(TokenizerTrainConfig,
                                               seeded(TokenizerTrainConfig, tok_raw.get("train"), seed),
                                               "tokenizer.train"),
-                                 _path_key(tok_raw, "tokenizer.pretrained"))
+                                 _path_key(tok_raw, "tokenizer.pretrained"),
+                                 _sha256_key(tok_raw, "tokenizer.pretrained_sha256"))
     if tokenizer.model.image_size != data.image_size:
         raise ConfigError(f"tokenizer.model gives {tokenizer.model.image_size} px images (patch_nums[-1]="
                           f"{tokenizer.model.patch_nums[-1]} x downsample {tokenizer.model.downsample}) but "

@@ -26,6 +26,7 @@ from PIL import Image
 import eval.cleanfid_check as cc
 from eval.features import Extractor
 from eval.inception import MissingWeightsError, WeightsHashError, sha256_file
+from var.weights import RefusedWeightsError
 from eval.metrics import feature_stats, frechet_distance
 from eval.score import score, write_scores
 from eval.tables import extractor_of
@@ -151,13 +152,13 @@ def test_extractor_is_clean_fids_legacy_tensorflow_extractor(files, monkeypatch)
     other = files["root"] / "elsewhere" / "stylegan-inception.pt"
     other.parent.mkdir()
     other.write_bytes(files["weights"].read_bytes())
-    assert cc.load_extractor(other).weights_sha256 == files["sha"]
+    assert cc.load_extractor(other, files["sha"]).weights_sha256 == files["sha"]
 
 
 def test_score_reports_crosscheck_separately_and_equal_to_reference_fid(files):
     samples_npz, ref_npz = files["samples_npz"], files["ref_npz"]
     out = write_scores(files["root"] / "scores.json", samples_npz, ref_npz, extractor=stand_in(), is_splits=2,
-                       batch_size=10, cleanfid_weights=files["weights"], cleanfid_sha256=files["sha"][:16])
+                       batch_size=10, cleanfid_weights=files["weights"], cleanfid_sha256=files["sha"])
     assert json.loads((files["root"] / "scores.json").read_text()) == json.loads(json.dumps(out))
     # The headline check: clean-fid's FID equals eval.metrics.frechet_distance on the fake network's features.
     gen, ref = fake_features(files["weights"], files["samples"]), fake_features(files["weights"], files["reference"])
@@ -177,7 +178,7 @@ def test_score_reports_crosscheck_separately_and_equal_to_reference_fid(files):
 
 
 def test_identical_sets_give_zero_across_npz_and_folder(files):
-    ex = cc.load_extractor(files["weights"])
+    ex = cc.load_extractor(files["weights"], files["sha"])
     out = cc.cleanfid_fid(files["samples_npz"], files["samples_png"], ex, batch_size=7)  # npz vs clean-fid's reader
     assert (out["num_samples"], out["num_reference"]) == (N, N)
     assert abs(out["fid"]) < 1e-9
@@ -201,10 +202,13 @@ def test_missing_weights_fail_clearly(files, tmp_path, monkeypatch):
 def test_wrong_hash_or_file_fail_clearly(files, tmp_path):
     with pytest.raises(WeightsHashError, match="does not match"):
         cc.load_extractor(files["weights"], "0" * 64)
+    for unpinned in (None, "", files["sha"][:16]):   # TorchScript runs code: only a full pin lets it load
+        with pytest.raises(RefusedWeightsError, match=f"only with its full sha256 pinned.*{files['sha']}"):
+            cc.load_extractor(files["weights"], unpinned)
     bogus = tmp_path / cc.WEIGHTS_FILE_NAME
     bogus.write_bytes(b"not a TorchScript archive")
-    with pytest.raises(ValueError, match="could not be loaded as clean-fid's TorchScript Inception"):
-        cc.load_extractor(bogus)
+    with pytest.raises(RefusedWeightsError, match="not a TorchScript archive"):
+        cc.load_extractor(bogus, sha256_file(bogus))
     with pytest.raises(ValueError, match="checks the Inception FID"):
         score(files["samples_npz"], files["ref_npz"], extractor=Extractor("evalnet", StandInInception(), None,
               torch.device("cpu")), cleanfid_weights=files["weights"])
@@ -219,7 +223,7 @@ def _raw_with_score(**score_keys) -> dict:
 def test_params_keys_are_validated():
     p = build_params(_raw_with_score(extractor="inception", inception_weights="w.pth", cleanfid_crosscheck=True,
                                      cleanfid_weights="weights/inception-2015-12-05.pt",
-                                     cleanfid_weights_sha256="abcdef0123456789"))
+                                     cleanfid_weights_sha256="abcdef0123456789" * 4))
     assert p.score.cleanfid_crosscheck and p.score.cleanfid_weights.endswith(cc.WEIGHTS_FILE_NAME)
     assert load_params(ROOT / "params.yaml").score.cleanfid_crosscheck is False  # off by default
     for bad, needle in [({"cleanfid_crosschek": True}, "score.cleanfid_crosschek"),
@@ -228,7 +232,8 @@ def test_params_keys_are_validated():
                         ({"cleanfid_crosscheck": True, "cleanfid_weights": "x.pt"}, "extractor 'inception'"),
                         ({"extractor": "inception", "inception_weights": "w.pth", "cleanfid_crosscheck": True},
                          "score.cleanfid_weights"),
-                        ({"cleanfid_weights_sha256": "not-hex"}, "cleanfid_weights_sha256")]:
+                        ({"cleanfid_weights_sha256": "not-hex"}, "cleanfid_weights_sha256"),
+                        ({"cleanfid_weights_sha256": "abcdef0123456789"}, "cleanfid_weights_sha256")]:
         with pytest.raises(ConfigError) as e:
             build_params(_raw_with_score(**bad))
         assert needle in str(e.value), (bad, str(e.value))
@@ -240,7 +245,7 @@ def test_score_stage_passes_the_crosscheck_keys(files, tmp_path, monkeypatch):
     import pipeline.stages.score as stage
     over = tmp_path / "over.yaml"
     over.write_text("score: {extractor: inception, inception_weights: w.pth, cleanfid_crosscheck: true, "
-                    f"cleanfid_weights: {files['weights']}, cleanfid_weights_sha256: '{files['sha'][:12]}'}}\n")
+                    f"cleanfid_weights: {files['weights']}, cleanfid_weights_sha256: '{files['sha']}'}}\n")
     calls = []
 
     def spy(samples, real, **kwargs):
@@ -252,7 +257,7 @@ def test_score_stage_passes_the_crosscheck_keys(files, tmp_path, monkeypatch):
                               evalnet="unused.pt", untrained=None, scores=str(tmp_path / "scores.json"))
     np.savez(args.samples, images=files["samples"])  # no labels: no evalnet class accuracy
     summary = stage.main(args, logging.getLogger("test"))
-    assert calls[0]["cleanfid_weights"] == str(files["weights"]) and calls[0]["cleanfid_sha256"] == files["sha"][:12]
+    assert calls[0]["cleanfid_weights"] == str(files["weights"]) and calls[0]["cleanfid_sha256"] == files["sha"]
     assert summary["fid_inception"] == 2.0 and summary[cc.FID_KEY] == 2.1
     over.write_text("score: {extractor: inception, inception_weights: w.pth}\n")  # off: no cross-check arguments
     stage.main(args, logging.getLogger("test"))

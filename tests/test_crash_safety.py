@@ -162,14 +162,15 @@ WRITE_PATTERNS = r"np\.savez|torch\.save\(|\.save\(|(?<![\w.])open\([^)]*['\"][w
                  r"\.write_bytes\(|json\.dump\(|\.to_csv\((?!index=)|shutil\.copy|os\.rename|os\.replace"
 # By convention the temporary path of `with atomic_path(out) as tmp:` is `tmp`: writes to it are fine.
 INSIDE_ATOMIC_PATH = re.compile(r"\(tmp\b|, tmp\)")
-ALLOWED_WRITES = {("eval/inception.py", "torch.save({}, placeholder)")}   # a scratch file, deleted right after
+ALLOWED_WRITES = {("eval/inception.py", "torch.save({}, buf)"),   # an in-memory buffer, not a file
+                  ("pipeline/common.py", 'open(path, "a+")')}       # the job lock (flock), not an artifact
 
 
 def test_every_writer_goes_through_var_io():
     """grep: outside var/io.py, no pipeline/library code writes a file except through var.io's atomic helpers."""
     offenders = []
     for d in SOURCE_DIRS:
-        for f in sorted((ROOT / d).glob("*.py")):
+        for f in sorted((ROOT / d).rglob("*.py")):      # pipeline/stages/ and var/config/ included
             rel = f.relative_to(ROOT).as_posix()
             if rel == "var/io.py":
                 continue
@@ -212,8 +213,9 @@ class _Evil:
 
 
 def test_torch_load_default_refuses_pickles(tmp_path, monkeypatch):
-    """torch-fidelity loads the Inception weights with a bare `torch.load(path)`; the installed torch defaults to
-    weights_only=True, so a payload there is refused too (and `load_torch` refuses it explicitly)."""
+    """A bare torch.load defaults to weights_only=True in the installed torch, so a payload is refused (and
+    `load_torch` refuses it explicitly). torch-fidelity 0.4.0 passes weights_only=False for its Inception file,
+    which is why eval/inception.py never hands it a file (tests/test_weights_safety.py)."""
     monkeypatch.chdir(tmp_path)
     torch.save({"w": torch.zeros(1)}, tmp_path / "ok.pt")
     with open(tmp_path / "evil.pt", "wb") as f:
@@ -377,7 +379,8 @@ def test_nan_loss_in_the_train_var_stage_keeps_the_last_good_state(tmp_path):
     (tmp_path / "nan_train.py").write_text(NAN_TRAIN)
     _, text = stage("train_var", tmp_path, "--model-name", "ci-d2", "--tokenizer", "tok.pt", "--train-tokens",
                     "train_tokens.npz", "--val-tokens", "val_tokens.npz", "--model", "out/model.pt", "--metrics",
-                    "out/metrics.json", "--init", "out/init.pt", "--state-dir", "state", argv0=["nan_train.py"],
+                    "out/metrics.json", "--curves", "out/curves.png", "--init", "out/init.pt", "--state-dir", "state",
+                    argv0=["nan_train.py"],
                     expect_ok=False)
     assert "FloatingPointError" in text and "at step 3" in text and "last good state kept in" in text, text
     st = load_torch(tmp_path / "state/state.pt")

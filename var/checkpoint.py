@@ -3,7 +3,9 @@
 Our checkpoints are dicts `{'kind', 'config', 'model', 'step', ...}` with the model config as a plain dict;
 loading rebuilds the model from that config and loads strictly. Released checkpoints (`vae_ch160v4096z32.pth`,
 `var_d16.pth` ...) are bare state dicts whose key names our modules share; their architecture comes from a
-preset or the reference constructor's keyword arguments (`configs_from_reference`).
+preset or the reference constructor's keyword arguments (`configs_from_reference`). Released files are third-party
+weights: they are read through var/weights.py (sha256 pin, no code execution), and the digest loaded is returned
+by `import_released` for the stage to record.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .config import VARConfig, VQVAEConfig, build_config, config_to_dict
 from .io import ArtifactError, atomic_torch_save, load_torch
 from .transformer import VAR
 from .vqvae import VQVAE
+from .weights import load_weights
 
 MODEL_KINDS: dict[str, tuple[type, type]] = {"vqvae": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
 # The raster-scan AR baseline of Table 3: a GPT-2-style transformer over single-scale tokens.
@@ -147,12 +150,30 @@ def configs_from_reference(vqvae_kwargs: Mapping[str, Any] | None = None,
     return vq_cfg, var_cfg
 
 
-def load_official_state_dict(model: nn.Module, path_or_state, map_location="cpu") -> nn.Module:
+def load_released_state_dict(path, expected_sha256: str | None = "", *, key: str = "pretrained",
+                              map_location="cpu") -> tuple[Mapping[str, torch.Tensor], str]:
+    """(state dict, sha256) of a released checkpoint file (a bare state dict, or {'model': ...}), checked against
+    `expected_sha256` and loaded without running code (var/weights.py)."""
+    obj, digest = load_weights(path, expected_sha256, key=key, what="released checkpoint", map_location=map_location)
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping):
+        raise ArtifactError(f"{path} ({key}): not a state dict (holds {type(obj).__name__})")
+    return obj, digest
+
+
+def load_official_state_dict(model: nn.Module, path_or_state, map_location="cpu", *,
+                             expected_sha256: str | None = "", key: str = "pretrained") -> nn.Module:
     """Load a released reference checkpoint (a bare state dict, or {'model': ...}) strictly into `model`."""
     if isinstance(path_or_state, Mapping):
-        state, source = path_or_state, "state dict"
-    else:
-        state, source = load_torch(path_or_state, map_location=map_location), str(path_or_state)
-        if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-            state = state["model"]
-    return load_state_dict_strict(model, state, source)
+        return load_state_dict_strict(model, path_or_state, "state dict")
+    state, _ = load_released_state_dict(path_or_state, expected_sha256, key=key, map_location=map_location)
+    return load_state_dict_strict(model, state, str(path_or_state))
+
+
+def import_released(model: nn.Module, path, expected_sha256: str | None = "", *, key: str,
+                    map_location="cpu") -> str:
+    """Load a released checkpoint file strictly into `model`; return the sha256 of the file loaded (to record)."""
+    state, digest = load_released_state_dict(path, expected_sha256, key=key, map_location=map_location)
+    load_state_dict_strict(model, state, str(path))
+    return digest

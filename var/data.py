@@ -2,7 +2,8 @@
 
 Split files (`data` stage, see docs/architecture.md) are `.npz` with either `images` uint8 (N, H, W, 3) RGB or
 `paths` (a numpy unicode array, never pickled) plus `labels` int64 (N,). `ImageSplit` serves either kind as
-`(img_3HW float32 in [-1, 1], label)`.
+`(img_3HW float32 in [-1, 1], label)`. Image files are decoded by var/images.py (one stated rule per pixel mode,
+EXIF orientation applied; a mode without a rule is an error naming the file).
 
 Shapes are generated deterministically from (seed, split, index): every image draws its parameters from its own
 numpy Generator seeded with `[seed, split_code, index]`, so an image never depends on how many others were made.
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from var.config.data import SHAPE_FAMILY_NAMES, DataConfig
+from var.images import CorruptImageError, UnsupportedImageModeError, decode_image, load_image  # noqa: F401
 from var.io import atomic_savez, load_npz
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ _SPLIT_CODE = {"train": 0, "val": 1}
 
 class DatasetError(ValueError):
     """A dataset folder or split file is unusable; the message names the folder or file."""
-
-
-class CorruptImageError(DatasetError):
-    """An image file cannot be decoded (truncated, not an image); the message names the file."""
 
 
 # ------------------------------------------------------------------------------------------------ shapes
@@ -258,29 +255,6 @@ def index_imagefolder(split_dir: str | Path) -> tuple[list[str], np.ndarray, lis
         paths += files
         labels += [label] * len(files)
     return paths, np.asarray(labels, np.int64), [d.name for d in class_dirs]
-
-
-def load_image(path: str, image_size: int) -> np.ndarray:
-    """Decode one file to uint8 (image_size, image_size, 3) RGB, or raise CorruptImageError naming it.
-
-    Alpha (RGBA, LA, palette transparency) is composited on white; other modes are converted to RGB. The
-    shorter side is resized to image_size with LANCZOS (high-quality downsampling), then centre-cropped.
-    """
-    try:
-        with Image.open(path) as im:
-            im.load()        # forces the full decode, so truncation is caught here and not at resize time
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = image_size / min(w, h)
-            nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
-            im = im.resize((nw, nh), Image.Resampling.LANCZOS)
-            left, top = (nw - image_size) // 2, (nh - image_size) // 2
-            return np.array(im.crop((left, top, left + image_size, top + image_size)), np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise CorruptImageError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
 
 
 def check_decodable(paths: list[str], labels: np.ndarray, image_size: int, skip_corrupt: bool = False,

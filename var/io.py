@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -123,6 +124,16 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
     return out
 
 
+def load_error_reason(e: BaseException) -> str:
+    """The informative line of a torch.load failure. A weights-only refusal is reported by what it met (e.g.
+    'Unsupported global: GLOBAL posix.system ...'), without torch's advice to retry with weights_only=False."""
+    text = str(e)
+    m = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|\n|$)", text)
+    if m:
+        return m.group(1).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True: a pickle payload that is not plain tensors/containers is refused."""
     path = Path(path)
@@ -132,4 +143,4 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise ArtifactError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from e
+                            f"{load_error_reason(e)})") from e

@@ -21,15 +21,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
 from var.config import TokenizerTrainConfig, config_to_dict  # noqa: F401 (re-exported)
-from var.io import atomic_torch_save, load_torch
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, current_world, my_chunks
+from var.io import atomic_torch_save, load_torch
 from var.train import capture_rng, epoch_order, restore_rng, seed_everything
+from var.weights import load_weights
 
 
 class PatchDiscriminator(nn.Module):
@@ -128,18 +129,18 @@ def keep_quantizer_fp32(vqvae) -> list:
     return [vqvae.quantize.register_forward_pre_hook(pre), vqvae.quantize.register_forward_hook(post)]
 
 
-def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] = print) -> None:
+def init_tokenizer_weights(vqvae, path: str | Path, log: Callable[[str], None] = print, *,
+                           expected_sha256: str | None = "", key: str = "tokenizer.train.init_from") -> str:
     """Fine-tuning start: our `model.pt` (kind 'vqvae') or a released bare state dict (vae_ch160v4096z32.pth),
-    loaded strictly (a config mismatch names every missing / unexpected / mis-shaped key)."""
-    from var.checkpoint import load_official_state_dict, load_state_dict_strict
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"tokenizer.train.init_from: {path} does not exist")
-    ck = load_torch(path, map_location="cpu")
-    if isinstance(ck, dict) and ck.get("kind") == "vqvae" and "model" in ck:
-        load_state_dict_strict(vqvae, ck["model"], str(path))
-    else:
-        load_official_state_dict(vqvae, path)
-    log(f"[train_tokenizer] initialised from {path}")
+    checked against `expected_sha256` and loaded without running code (var/weights.py), then strictly (a config
+    mismatch names every missing / unexpected / mis-shaped key). Returns the file's sha256."""
+    from var.checkpoint import load_state_dict_strict
+    ck, digest = load_weights(path, expected_sha256, key=key, what="tokenizer weights")
+    if isinstance(ck, dict) and isinstance(ck.get("model"), dict):
+        ck = ck["model"]                                   # ours ({'kind': 'vqvae', 'model', ...}) or {'model': ...}
+    load_state_dict_strict(vqvae, ck, str(path))
+    log(f"[train_tokenizer] initialised from {path} (sha256 {digest})")
+    return digest
 
 
 def _all_reduce_grads(module: nn.Module, world) -> None:
@@ -202,7 +203,7 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTr
         opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.betas,
                                   weight_decay=0.0, foreach=False)
     hits_V = torch.zeros(vqvae.cfg.vocab_size, dtype=torch.long, device=device)
-    step, history, train_time, restarted = 0, [], 0.0, 0
+    step, history, train_time, restarted, init_sha256 = 0, [], 0.0, 0, ""
     if state_path.is_file():
         st = load_torch(state_path, map_location=device)
         if st.get("cfg") != config_to_dict(cfg):
@@ -217,11 +218,12 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTr
         hits_V.copy_(st["hits_V"])
         restarted = int(st["restarted_codes"])
         restore_rng(st["rng"])
+        init_sha256 = st.get("init_from_sha256", "")
         log(f"[train_tokenizer] resumed from {state_path} at step {step}/{max_it}")
     else:
         seed_everything(cfg.seed)
         if cfg.init_from:
-            init_tokenizer_weights(vqvae, cfg.init_from, log)
+            init_sha256 = init_tokenizer_weights(vqvae, cfg.init_from, log, expected_sha256=cfg.init_from_sha256)
     last_layer = vqvae.decoder.conv_out.weight
     bf16 = cfg.autocast_bf16 and device.type == "cuda"
     hooks = keep_quantizer_fp32(vqvae) if bf16 else []
@@ -317,7 +319,7 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTr
                 "model": vqvae.state_dict(), "optimizer": opt.state_dict(),
                 "disc": disc.state_dict() if use_gan else {}, "disc_optimizer": opt_d.state_dict() if use_gan else {},
                 "rng": capture_rng(), "history": history, "train_time_s": train_time, "hits_V": hits_V,
-                "restarted_codes": restarted})
+                "restarted_codes": restarted, "init_from_sha256": init_sha256})
         if epoch_end or step % cfg.ckpt_every_steps == 0:
             barrier()                                     # nobody runs ahead of rank 0's evaluation and state
 
@@ -326,6 +328,8 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTr
     metrics = dict(history[-1]) if history else {}
     metrics.update(step=step, train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    restarted_codes=restarted, history=history)
+    if cfg.init_from:
+        metrics["init_from_sha256"] = init_sha256
     if world.is_main:
         save_checkpoint(out_dir / "model.pt", vqvae, kind="vqvae", step=step,
                         extra={"metrics": {k: v for k, v in metrics.items() if k != "history"}})

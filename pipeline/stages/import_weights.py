@@ -1,43 +1,36 @@
 """Stages `import_tokenizer` and `import_var` (`--kind`): released weights instead of training. The plan uses them
 for `tokenizer.pretrained` / `models.<m>.pretrained` (configs/imagenet256_released.yaml): the file is loaded with
-`weights_only=True`, strictly into the architecture params give (an error names every missing, unexpected and
+`weights_only=True` (var/weights.py: an optional full sha256 pin, `*_pretrained_sha256`), strictly into the architecture params give (an error names every missing, unexpected and
 mis-shaped key), and written as the checkpoint the training stage would have written, with metrics that say where it
 came from (path and sha256). Nothing else of the training stage's inputs (data, tokens) is needed.
 """
 from __future__ import annotations
 
-import hashlib
-
 from pipeline.common import load_stage_params, run_stage, stage_parser
 from var.checkpoint import load_official_state_dict, load_state_dict_strict, save_checkpoint
-from var.io import atomic_write_json, load_torch
+from var.io import atomic_write_json
 from var.transformer import VAR
 from var.vqvae import VQVAE
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from var.weights import load_weights
 
 
 def main(args, log) -> dict:
     p = load_stage_params(args)
     if args.kind == "vqvae":
-        path, model, what = p.tokenizer.pretrained, VQVAE(p.tokenizer.model), "tokenizer.pretrained"
+        path, pin, model, what = (p.tokenizer.pretrained, p.tokenizer.pretrained_sha256, VQVAE(p.tokenizer.model),
+                                  "tokenizer.pretrained")
     else:
         spec = p.model(args.model_name)
-        path, model, what = spec.pretrained, VAR(spec.model), f"models.{args.model_name}.pretrained"
+        path, pin, model, what = (spec.pretrained, spec.pretrained_sha256, VAR(spec.model),
+                                  f"models.{args.model_name}.pretrained")
     if not path:
         raise ValueError(f"{what} is empty: nothing to import (the plan imports only configured weights)")
-    state = load_torch(path)      # weights_only=True: a pickle payload is refused, never run
+    # Tensors only (weights_only: a pickle payload is refused, never run), the pin checked on the bytes loaded.
+    state, digest = load_weights(path, pin, key=what)
     if isinstance(state, dict) and state.get("kind") == args.kind and "model" in state:   # one of our checkpoints
         load_state_dict_strict(model, state["model"], str(path))
     else:
         load_official_state_dict(model, state)
-    digest = sha256_of(path)
     n_params = sum(q.numel() for q in model.parameters())
     metrics = {"num_params": n_params, "pretrained": str(path), "pretrained_sha256": digest, "step": 0}
     if args.kind == "var":

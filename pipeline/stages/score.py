@@ -25,6 +25,7 @@ def main(args, log) -> dict:
     if sc.extractor == "evalnet" and not args.evalnet:
         raise ValueError("score.extractor is evalnet: --evalnet (the evaluation network) is required")
     weights = args.evalnet if sc.extractor == "evalnet" else sc.inception_weights
+    pin = sc.inception_weights_sha256 if sc.extractor == "inception" else ""
     short = sc.extractor
 
     # The optional clean-fid cross-check: its own keys (fid_cleanfid_legacy_tf, ..._rel_diff) beside fid_inception.
@@ -33,7 +34,7 @@ def main(args, log) -> dict:
 
     def score_file(path) -> dict:
         out = score(path, args.real, extractor=EXTRACTORS[sc.extractor], device=device, weights_path=weights,
-                    batch_size=sc.batch_size, k=sc.nearest_k, **crosscheck)
+                    expected_sha256=pin or None, batch_size=sc.batch_size, k=sc.nearest_k, **crosscheck)
         samples = load_npz(path)
         if args.evalnet and "images" in samples and "labels" in samples:
             # conditioning accuracy: the evalnet's top-1 agreement with the class each sample was drawn for

@@ -53,7 +53,7 @@ def build_perceptual_loss(cfg, evalnet_path, device):
     if cfg.perceptual == "evalnet":
         from eval.evalnet import load_evalnet
         net = load_evalnet(evalnet_path) if evalnet_path else None
-    return build_perceptual(cfg.perceptual, cfg.perceptual_weights, net).to(device)
+    return build_perceptual(cfg.perceptual, cfg.perceptual_weights, net, cfg.perceptual_weights_sha256).to(device)
 
 
 def main(args, log) -> dict:
@@ -74,7 +74,8 @@ def main(args, log) -> dict:
     n_params = sum(q.numel() for q in vqvae.parameters())
     feat_name, features = reconstruction_features(p.score.extractor, inception_weights=p.score.inception_weights,
                                                   evalnet_path=args.evalnet, device=device,
-                                                  batch_size=p.score.batch_size)
+                                                  batch_size=p.score.batch_size,
+                                                  inception_sha256=p.score.inception_weights_sha256)
     perceptual = build_perceptual_loss(cfg, args.evalnet, device)
     with progress_bar("train tokenizer") as update:
         metrics = train_tokenizer(vqvae, train_x, cfg, out_dir=state_dir, device=device,
@@ -84,6 +85,8 @@ def main(args, log) -> dict:
                                                                features, feat_name or "evalnet"))
     metrics = {"num_params": n_params, "perceptual": cfg.perceptual if cfg.lambda_p > 0 else "none",
                "world_size": world.size, **metrics}
+    if getattr(perceptual, "weights_sha256", None):        # LPIPS: the third-party files actually loaded
+        metrics["perceptual_weights_sha256"] = list(perceptual.weights_sha256)
     if not world.is_main:
         return {}
     copy_atomic(state_dir / "model.pt", args.model)

@@ -8,7 +8,7 @@ validating a params file, never imports torch).
     sampling  SampleConfig, ZeroShotConfig
 """
 from .data import SHAPE_FAMILY_NAMES, DataConfig
-from .loader import Config, ConfigError, Range, build_config, config_to_dict, field_range, param
+from .loader import Config, ConfigError, Range, build_config, check_sha256, config_to_dict, field_range, param
 from .model import (
            PATCH_NUMS_256,
            PATCH_NUMS_512,
@@ -22,7 +22,7 @@ from .model import (
 from .sampling import SampleConfig, ZeroShotConfig
 from .train import NAN_POLICIES, TokenizerTrainConfig, TrainConfig
 
-__all__ = ["Config", "ConfigError", "Range", "build_config", "config_to_dict", "field_range", "param",
+__all__ = ["Config", "ConfigError", "check_sha256", "Range", "build_config", "config_to_dict", "field_range", "param",
            "VQVAEConfig", "VARConfig", "ARConfig", "single_scale", "VQVAE_PRESETS", "VAR_PRESETS", "PATCH_NUMS_256",
            "PATCH_NUMS_512", "TrainConfig", "TokenizerTrainConfig", "NAN_POLICIES", "DataConfig",
            "SHAPE_FAMILY_NAMES", "SampleConfig", "ZeroShotConfig"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -59,6 +60,16 @@ def param(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: fl
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+_FULL_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_sha256(value: Any, key: str) -> str:
+    """Validate a params value of `<path key>_sha256`: '' (not pinned) or the full digest, 64 hex digits."""
+    if not isinstance(value, str) or (value and not _FULL_SHA256.fullmatch(value.lower())):
+        raise ValueError(f"{key} must be the file's full sha256 (64 hex digits) or empty, got {value!r}")
+    return value.lower()
 
 
 def field_range(cls: type, name: str) -> Range | None:

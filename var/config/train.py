@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..schedule import SCHEDULES, peak_lr_for
-from .loader import Config, param
+from .loader import Config, check_sha256, param
 
 NAN_POLICIES = ("raise", "skip")
 PRECISIONS = ("fp32", "bf16")
@@ -80,7 +80,9 @@ class TokenizerTrainConfig(Config):
     lambda_p: float = param(0.0, ge=0)                 # perceptual; needs `perceptual=` passed to train_tokenizer
     perceptual: str = param("evalnet", choices=("evalnet", "lpips-vgg16"))   # backbone when lambda_p > 0
     perceptual_weights: tuple[str, ...] = ()           # lpips-vgg16: [vgg16-397923af.pth, LPIPS v0.1 vgg.pth]
+    perceptual_weights_sha256: tuple[str, ...] = ()    # optional full sha256 of each file ('' = not pinned)
     init_from: str = ""                                # fine-tune from: released vae_ch160v4096z32.pth or a model.pt
+    init_from_sha256: str = ""                         # optional full sha256 of init_from; the digest used is recorded
     autocast_bf16: bool = True                         # bf16 autocast on CUDA (the quantiser stays fp32)
     lambda_g: float = param(0.0, ge=0)                 # adversarial (hinge) generator loss; 0 = no discriminator
     disc_start_step: int = param(0, ge=0)
@@ -97,3 +99,12 @@ class TokenizerTrainConfig(Config):
     log_every_steps: int = param(50, ge=1)
     micro_batch_size: int = param(0, ge=0)             # >0: the global batch in chunks of this many images, spread
                                                        # over the GPUs and accumulated; 0: one chunk per rank
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_sha256(self.init_from_sha256, "init_from_sha256")
+        for i, digest in enumerate(self.perceptual_weights_sha256):
+            check_sha256(digest, f"perceptual_weights_sha256[{i}]")
+        if self.perceptual_weights_sha256 and len(self.perceptual_weights_sha256) != len(self.perceptual_weights):
+            raise ValueError(f"perceptual_weights_sha256 has {len(self.perceptual_weights_sha256)} entries for "
+                             f"{len(self.perceptual_weights)} perceptual_weights files (one per file, '' = not pinned)")
