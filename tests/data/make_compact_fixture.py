@@ -31,7 +31,7 @@ from reference_fixture import (FORMAT, LAYOUT_KEY, decode_compact, linear_rows_p
                                mt19937_stream, normal_from_stream, ordered_int, uniform_from_stream)
 from var.io import atomic_path  # noqa: E402
 
-STREAM_SEARCH = 8_000_000     # stream outputs searched for weight draws (fixture A uses the first 5.6 million)
+STREAM_SEARCH = 8_000_000     # stream outputs searched for weight draws (fixture A uses the first 6.02 million)
 MAX_PATCHED = 0.02            # a stream codec needing more patched elements than this is no match
 _BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
