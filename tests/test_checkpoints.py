@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import shared_dir
+from conftest import fixture_path
 from var.checkpoint import (CheckpointMismatchError, load_model_checkpoint, load_official_state_dict,
                             save_checkpoint)
 from var.config import VAR_PRESETS, VQVAE_PRESETS, VARConfig, VQVAEConfig
@@ -27,7 +27,7 @@ MANIFESTS = {
 
 @pytest.mark.parametrize("fname", sorted(MANIFESTS))
 def test_preset_matches_release_manifest(fname):
-    man = json.loads((shared_dir() / "fixtures" / fname).read_text())
+    man = json.loads(fixture_path(fname).read_text())
     kind, preset = MANIFESTS[fname]
     with torch.device("meta"):
         model = VQVAE(VQVAE_PRESETS[preset]) if kind == "vqvae" else VAR(VAR_PRESETS[preset])

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import shared_dir
 
 from pipeline.params import load_params
 from var.config import build_config
 from var.schedule import lr_wd_at
 from var.train import TrainConfig, schedule_lengths
+
+from conftest import fixture_path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_TRAIN = 1_281_167          # images of the ImageNet-1k train split (the fixture's iters = ceil(N / B))
@@ -31,7 +32,7 @@ def train_section(config: str, model: str) -> TrainConfig:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_config_recipes_give_the_reference_schedule(name):
-    fx = json.loads((shared_dir() / "fixtures" / "fixture_lr_schedule.json").read_text())["configs"][name]
+    fx = json.loads(fixture_path("fixture_lr_schedule.json").read_text())["configs"][name]
     config, model = RECIPES[name]
     cfg = train_section(config, model)
     a = fx["args"]

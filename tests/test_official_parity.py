@@ -1,7 +1,8 @@
-"""Regression against the reference implementation's recorded outputs (shared/fixtures/FIXTURES.md).
+"""Regression against the reference implementation's recorded outputs (FIXTURES.md of the reference folder).
 
-Driven entirely by fixture files: every path in VAR_FIXTURES (os.pathsep-separated; default
-../shared/fixtures/fixture_A.pt) is loaded, both models are built from its `config`, its state dicts are loaded
+Driven entirely by fixture files: every path in VAR_FIXTURES (comma- or os.pathsep-separated; default the lossless
+in-repository copy tests/data/fixture_A_compact.npz of the reference fixture_A.pt, see conftest.fixture_paths) is
+loaded, both models are built from its `config`, its state dicts are loaded
 strictly, and every output it holds is checked, including every run in outputs['ar'] whatever its name and
 arguments. Tolerances are FIXTURES.md section 5's.
 """
@@ -13,13 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import shared_dir
+from conftest import PARITY_DEFAULT, fixture_paths
+from reference_fixture import load_fixture
 from var.checkpoint import configs_from_reference, load_official_state_dict
 from var.sampling import sample
 from var.transformer import VAR
 from var.vqvae import VQVAE
 
-FIXTURE_PATHS = os.environ.get("VAR_FIXTURES", str(shared_dir() / "fixtures" / "fixture_A.pt")).split(os.pathsep)
+FIXTURE_PATHS = [str(p) for p in fixture_paths(PARITY_DEFAULT)]
 TOL_LOGITS, TOL_FHAT, TOL_IMG = 1e-4, 1e-5, 2e-4
 
 
@@ -27,7 +29,7 @@ TOL_LOGITS, TOL_FHAT, TOL_IMG = 1e-4, 1e-5, 2e-4
 def ref(request):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    fx = torch.load(request.param, map_location="cpu", weights_only=True)
+    fx = load_fixture(request.param)
     vq_cfg, var_cfg = configs_from_reference(fx["config"]["vqvae"], fx["config"]["var"])
     vq = load_official_state_dict(VQVAE(vq_cfg), fx["vae_state_dict"]).eval()
     var = load_official_state_dict(VAR(var_cfg), fx["var_state_dict"]).eval()
@@ -141,7 +143,7 @@ def check_soft_fhat(fhat, expected, var, vq, kw):
 
 
 def ar_runs(path):
-    fx = torch.load(path, map_location="cpu", weights_only=True)
+    fx = load_fixture(path)
     return [(path, name) for name in fx["outputs"].get("ar", {})]
 
 
@@ -150,7 +152,7 @@ AR_CASES = [case for p in FIXTURE_PATHS for case in ar_runs(p)]
 
 @pytest.mark.parametrize("path,run_name", AR_CASES, ids=[f"{os.path.basename(p)}:{n}" for p, n in AR_CASES])
 def test_autoregressive_sampling(path, run_name, one_thread):
-    fx = torch.load(path, map_location="cpu", weights_only=True)
+    fx = load_fixture(path)
     vq_cfg, var_cfg = configs_from_reference(fx["config"]["vqvae"], fx["config"]["var"])
     vq = load_official_state_dict(VQVAE(vq_cfg), fx["vae_state_dict"]).eval()
     var = load_official_state_dict(VAR(var_cfg), fx["var_state_dict"]).eval()

@@ -1,34 +1,19 @@
 """The lr/wd schedule reproduces the reference `lr_wd_annealing` samples of the five README recipes."""
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 
+from conftest import fixture_path
 from var.schedule import lr_wd_at, peak_lr_for, wd_at
 
-_SHARED = Path(os.environ.get("VAR_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-_FIXTURE = _SHARED / "fixtures" / "fixture_lr_schedule.json"
+_CONFIGS = json.loads(fixture_path("fixture_lr_schedule.json").read_text())["configs"]
 _IMAGENET_TRAIN = 1281167
 
 
-def _configs():
-    if not _FIXTURE.is_file():
-        pytest.skip(f"fixture not found: {_FIXTURE}")
-    return json.loads(_FIXTURE.read_text())["configs"]
-
-
-def _recipe_names():
-    try:
-        return sorted(json.loads(_FIXTURE.read_text())["configs"])
-    except OSError:
-        return ["missing"]
-
-
-@pytest.mark.parametrize("name", _recipe_names())
+@pytest.mark.parametrize("name", sorted(_CONFIGS))
 def test_schedule_matches_reference_samples(name):
-    rec = _configs()[name]
+    rec = _CONFIGS[name]
     a = rec["args"]
     iters_per_ep = math.ceil(_IMAGENET_TRAIN / a["bs"])
     assert iters_per_ep == rec["iters_per_ep"]

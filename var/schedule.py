@@ -1,7 +1,7 @@
 """Learning-rate and weight-decay schedule of the reference VAR training (schedule 'lin0').
 
 The formulas, boundaries and the order of the float operations follow the reference `lr_wd_annealing` exactly, so
-the values match its recorded samples to float64 rounding (`../shared/fixtures/fixture_lr_schedule.json`):
+the values match its recorded samples to float64 rounding (`tests/data/fixture_lr_schedule.json`):
 
     peak_lr   = base_lr_per_256 * global_batch / 256
     warmup_it = round(warmup_epochs * iters_per_epoch)          (reference: warmup_epochs = epochs / 50)
