@@ -310,13 +310,20 @@ def check_ce_per_scale(fx, rp):
 
 
 def check_accuracy(fx, rp):
-    """Argmax accuracy per scale: at most one token per scale may flip on a near tie."""
-    sizes = torch.tensor([e - b for b, e in fx["config"]["loss"]["begin_ends"]]) * fx["steps"][0]["gt_BL"].shape[0]
+    """Argmax accuracy per scale and the logged Accm / Acct (%, all tokens / last scale): at most one token per scale
+    may flip on a near tie."""
+    sizes = torch.tensor([e - b for b, e in fx["config"]["loss"]["begin_ends"]], dtype=torch.float64)
     worst = 0
     for i, step in enumerate(fx["steps"]):
-        flips = ((rp.acc[i] - step["acc_per_scale"]).abs() * sizes).round().max().item()
+        B = step["gt_BL"].shape[0]
+        hits = rp.acc[i].double() * sizes * B
+        flips = ((rp.acc[i].double() - step["acc_per_scale"].double()).abs() * sizes * B).round().max().item()
         worst = max(worst, flips)
         assert flips <= 1, f"step {i} accuracy per scale: ours {rp.acc[i].tolist()} vs {step['acc_per_scale'].tolist()}"
+        for what, ours, n in (("Accm", 100 * hits.sum().item() / (B * sizes.sum().item()), B * sizes.sum().item()),
+                              ("Acct", 100 * hits[-1].item() / (B * sizes[-1].item()), B * sizes[-1].item())):
+            ref = step["official_metrics"][what]
+            assert abs(ours - ref) <= 100 / n + 1e-9, f"step {i} {what}: {ours} vs {ref} %"
     return worst
 
 
