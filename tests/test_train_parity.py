@@ -41,8 +41,9 @@ import pytest
 import torch
 
 from var.checkpoint import configs_from_reference, load_official_state_dict
+from var.config import TrainConfig
 from var.reference_args import train_config_from_reference
-from var.train import TrainConfig, make_loss_fn, make_optimizer, schedule_lengths, train_step, var_inputs
+from var.train import make_loss_fn, make_optimizer, schedule_lengths, train_step, var_inputs
 from var.transformer import VAR, InjectedRandomness
 from var.vqvae import VQVAE
 
