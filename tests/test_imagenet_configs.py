@@ -1,7 +1,13 @@
-"""The ImageNet configs: their recipes give the reference lr/wd schedule, and Snakemake plans the whole
-Table 1 DAG on them without ImageNet, the weights or a GPU being present."""
+"""The ImageNet configs: their recipes are the reference's flags for the released models, give the reference lr/wd
+schedule, and Snakemake plans the whole Table 1 DAG on them without ImageNet, the weights or a GPU being present.
+
+The reference flags of each recipe are tests/data/fixture_lr_schedule.json's `args` (a copy of
+../shared/fixtures/fixture_lr_schedule.json: bs, ep, tblr, wpe, twd, twde) plus the AdaLN gamma init `alng` of the
+README commands; every other flag is the reference default. They are translated by
+var.reference_args.train_config_from_reference, the same mapping the training-step parity test uses."""
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import subprocess
@@ -12,16 +18,25 @@ import pytest
 import yaml
 
 from pipeline.params import load_params
-from var.config import build_config
+from var.config import build_config, config_to_dict
+from var.reference_args import REFERENCE_TRAIN_DEFAULTS, train_config_from_reference
 from var.schedule import lr_wd_at
-from var.train import TrainConfig, schedule_lengths
+from var.train import SPEED_ONLY_KEYS, TrainConfig, schedule_lengths
+from var.transformer import VAR
 
 from conftest import fixture_path
 
 ROOT = Path(__file__).resolve().parents[1]
+LR_SCHEDULE = fixture_path("fixture_lr_schedule.json")
 IMAGENET_TRAIN = 1_281_167          # images of the ImageNet-1k train split (the fixture's iters = ceil(N / B))
 RECIPES = {"d16": ("imagenet256", "var-d16"), "d20": ("imagenet256", "var-d20"), "d24": ("imagenet256", "var-d24"),
            "d30": ("imagenet256", "var-d30"), "d36s_512": ("imagenet512", "var-d36-s")}
+ALNG = {"d16": 1e-3, "d20": 1e-3, "d24": 1e-4, "d30": 1e-5, "d36s_512": 5e-6}   # README commands' --alng
+# TrainConfig fields that are not part of a recipe: how a run is executed and logged. `precision` too: the configs
+# train in bf16 autocast, a choice of arithmetic (the reference flag fp16 1 = fp16 with a loss scaler is not
+# implemented, train_config_from_reference refuses it).
+NOT_RECIPE = {"seed", "ckpt_every_steps", "eval_every_epochs", "eval_batch_size", "log_every_steps", "nan_policy",
+              "micro_batch_size", "shard_optimizer", "precision", *SPEED_ONLY_KEYS}
 
 
 def train_section(config: str, model: str) -> TrainConfig:
@@ -30,14 +45,41 @@ def train_section(config: str, model: str) -> TrainConfig:
     return build_config(TrainConfig, raw["models"][model]["train"], f"models.{model}.train")
 
 
+def reference_flags(name: str) -> dict:
+    return {**json.loads(LR_SCHEDULE.read_text())["configs"][name]["args"], "alng": ALNG[name]}
+
+
+def recipe(cfg: TrainConfig) -> dict:
+    """The recipe settings of a TrainConfig, with the '-1: default' conventions resolved to the values they mean."""
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in NOT_RECIPE}
+    d["warmup_epochs"] = cfg.warmup_epochs if cfg.warmup_epochs >= 0 else cfg.epochs / 50
+    d["weight_decay_end"] = cfg.wd_end
+    model_default = inspect.signature(VAR.init_weights).parameters["init_adaln_gamma"].default
+    d["init_adaln_gamma"] = cfg.init_adaln_gamma if cfg.init_adaln_gamma >= 0 else model_default
+    return d
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_config_recipes_are_the_reference_flags(name):
+    """Every recipe setting of the config file equals the reference flags' translation."""
+    cfg = train_section(*RECIPES[name])
+    assert recipe(cfg) == recipe(train_config_from_reference(reference_flags(name)))
+
+
+def test_train_config_defaults_are_the_reference_defaults():
+    """TrainConfig() is the reference's default recipe, except the run length: epochs defaults to 200 here, 250 in the
+    reference (every config sets epochs or max_steps; the default feeds every stage's fingerprint)."""
+    assert REFERENCE_TRAIN_DEFAULTS["ep"] == 250 and TrainConfig().epochs == 200
+    ref = train_config_from_reference({"ep": TrainConfig().epochs})
+    assert recipe(TrainConfig()) == recipe(ref)
+    assert TrainConfig().precision == ref.precision == "fp32"
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_config_recipes_give_the_reference_schedule(name):
     fx = json.loads(fixture_path("fixture_lr_schedule.json").read_text())["configs"][name]
     config, model = RECIPES[name]
-    cfg = train_section(config, model)
-    a = fx["args"]
-    assert (cfg.batch_size, cfg.epochs, cfg.base_lr_per_256, cfg.final_lr_ratio, cfg.weight_decay, cfg.wd_end) == \
-        (a["bs"], a["ep"], a["tblr"], a["wpe"], a["twd"], a["twde"])
+    cfg = train_section(config, model)      # its settings are the flags': test_config_recipes_are_the_reference_flags
     iters, max_it, warmup_it = schedule_lengths(cfg, IMAGENET_TRAIN)
     assert (iters, max_it, warmup_it) == (fx["iters_per_ep"], fx["max_it"], fx["wp_it"])
     assert cfg.peak_lr == pytest.approx(fx["peak_lr"], rel=1e-15)
@@ -46,12 +88,6 @@ def test_config_recipes_give_the_reference_schedule(name):
                           wd_end=cfg.wd_end, warmup_start_ratio=cfg.warmup_start_ratio,
                           final_lr_ratio=cfg.final_lr_ratio, schedule=cfg.schedule)
         assert lr == pytest.approx(smp["lr"], rel=1e-12, abs=0) and wd == pytest.approx(smp["wd"], rel=1e-12)
-
-
-def test_recipes_set_the_reference_adaln_gamma_init():
-    gammas = [train_section("imagenet256", f"var-d{d}").init_adaln_gamma for d in (16, 20, 24, 30)]
-    assert gammas == [1e-3, 1e-3, 1e-4, 1e-5]
-    assert train_section("imagenet512", "var-d36-s").init_adaln_gamma == 5e-6
 
 
 def test_configs_validate():

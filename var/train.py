@@ -152,18 +152,24 @@ def _loss_from_logits(logits_BLV: torch.Tensor, idx_BL: torch.Tensor, label_smoo
 
 def forward_loss(net, label_B: torch.Tensor, x_BLCv: torch.Tensor, idx_BL: torch.Tensor, label_gen,
                  label_smoothing: float, use_bf16: bool, recompute_blocks: int = 0,
-                 recompute_ffn: bool = False, block_fn=None, loss_from_logits=_loss_from_logits) -> torch.Tensor:
+                 recompute_ffn: bool = False, block_fn=None, loss_from_logits=_loss_from_logits,
+                 injected=None, return_logits: bool = False):
     """Mean token loss of a (chunk of a) batch; label_gen None: a model without a label-dropout generator.
     recompute_* / block_fn: activation checkpointing and the block call inside VAR.forward (TrainConfig). This
-    whole function is what TrainConfig.compile (compile_scope 'step') hands to torch.compile."""
+    whole function is what TrainConfig.compile (compile_scope 'step') hands to torch.compile.
+    injected: test-only recorded randomness for VAR.forward (var.transformer.InjectedRandomness).
+    return_logits: (loss, logits_BLV) instead of the loss, for per-scale statistics (train_step `metrics`)."""
     kw = {} if label_gen is None else {"generator": label_gen}
     if recompute_blocks or recompute_ffn:
         kw.update(recompute_blocks=recompute_blocks, recompute_ffn=recompute_ffn)
     if block_fn is not None:
         kw["block_fn"] = block_fn
+    if injected is not None:
+        kw["injected"] = injected
     with torch.autocast(x_BLCv.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         logits_BLV = net(label_B, x_BLCv, **kw)
-    return loss_from_logits(logits_BLV, idx_BL, label_smoothing)
+    loss = loss_from_logits(logits_BLV, idx_BL, label_smoothing)
+    return (loss, logits_BLV) if return_logits else loss
 
 
 def compiled_forward_loss(activation_memory_budget: float = 1.0):
@@ -210,8 +216,8 @@ def make_loss_fn(cfg: TrainConfig):
     if not (cfg.recompute_blocks or cfg.recompute_ffn):
         return base
 
-    def loss_fn(*args):
-        return base(*args, recompute_blocks=cfg.recompute_blocks, recompute_ffn=cfg.recompute_ffn)
+    def loss_fn(*args, **kwargs):
+        return base(*args, recompute_blocks=cfg.recompute_blocks, recompute_ffn=cfg.recompute_ffn, **kwargs)
     return loss_fn
 
 
@@ -349,6 +355,107 @@ def _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg: TrainConfig, step
     return torch.tensor(all_reduce_sum([loss_sum], device)[0] / B, dtype=torch.float64)
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step did (train_step). Tensors are 0-d or (K,) on the batch's device."""
+    loss: torch.Tensor                  # the batch's mean token loss, the value that was backpropagated
+    lr: float                           # scheduled lr of this step (every group; lr_wd_at)
+    wd: float                           # scheduled weight decay (a group gets wd * its wd_scale)
+    finite: bool                        # False: non-finite loss or gradient norm, no update was made
+    grad_norm: torch.Tensor | None      # total gradient 2-norm before clipping (None: no backward was run)
+    clip_coef: torch.Tensor | None      # the factor the gradients were multiplied by: min(1, clip / (norm + 1e-6))
+    ce_per_scale: torch.Tensor | None = None    # (K,) unsmoothed mean CE of each scale's tokens (metrics=True)
+    acc_per_scale: torch.Tensor | None = None   # (K,) argmax accuracy of each scale's tokens (metrics=True)
+
+    @property
+    def clipped(self) -> bool:
+        return self.clip_coef is not None and bool(self.clip_coef < 1)
+
+
+@torch.no_grad()
+def _per_scale_stats(logits_BLV: torch.Tensor, idx_BL: torch.Tensor, patch_nums: tuple[int, ...]):
+    """(ce_K, acc_K): unsmoothed mean cross entropy and argmax accuracy over each scale's tokens (the reference
+    trainer's per-resolution log), in float32."""
+    logits_BLV = logits_BLV.detach().float()
+    ce_BL = token_ce_BL(logits_BLV, idx_BL)
+    hit_BL = (logits_BLV.argmax(dim=-1) == idx_BL).float()
+    ce, acc = [], []
+    for ce_Bl, hit_Bl in zip(split_scales(ce_BL, patch_nums), split_scales(hit_BL, patch_nums)):
+        ce.append(ce_Bl.mean())
+        acc.append(hit_Bl.mean())
+    return torch.stack(ce), torch.stack(acc)
+
+
+def train_step(model, opt, vqvae, idx_BL: torch.Tensor, label_B: torch.Tensor, cfg: TrainConfig, *, step: int,
+               max_it: int, warmup_it: float, loss_fn, label_gen: torch.Generator, net=None, world=None,
+               metrics: bool = False, injected=None) -> StepResult:
+    """One optimizer step on one global batch: the body of train_var's loop (tokens idx_BL (B, L) int64, all scales
+    coarsest first; labels label_B (B,) int64).
+
+    1. Schedule: lr and weight decay of iteration `step` (lr_wd_at over `max_it` iterations, `warmup_it` of them
+       warm-up; schedule_lengths) set on every group of `opt` (make_optimizer), weight decay times the group's
+       `wd_scale` (param_groups: 0 for the no-decay group).
+    2. Loss: teacher-forcing input from the tokens, forward and mean token loss through `loss_fn`
+       (make_loss_fn(cfg)), gradients zeroed, backward. One process with one chunk per batch: the batch at once;
+       otherwise chunk by chunk over the ranks with `net` (DDP) and reseeded randomness (_chunked_backward).
+    3. Clipping: total gradient norm, gradients scaled to at most cfg.grad_clip (clip_grad_norm_).
+    4. Update: AdamW step when the loss and the norm are finite; otherwise the gradients are dropped and nothing
+       changes (the caller applies cfg.nan_policy).
+    Randomness, in this order: label dropout from `label_gen` (models whose forward takes `generator`), drop path
+    from the global torch RNG. `injected` (test-only; var.transformer.InjectedRandomness): recorded decisions of
+    another run used instead, nothing is drawn. `metrics`: also per-scale CE and accuracy of this forward (the
+    logits are kept until then). Both need the one-process, one-chunk path.
+    """
+    world = world or current_world()
+    lr, wd = lr_wd_at(step, peak_lr=cfg.peak_lr, max_it=max_it, warmup_it=warmup_it, wd=cfg.weight_decay,
+                      wd_end=cfg.wd_end, warmup_start_ratio=cfg.warmup_start_ratio,
+                      final_lr_ratio=cfg.final_lr_ratio, schedule=cfg.schedule)
+    for g in opt.param_groups:
+        g["lr"], g["weight_decay"] = lr, wd * g["wd_scale"]
+
+    pns = tuple(getattr(getattr(model, "cfg", None), "patch_nums", None) or vqvae.cfg.patch_nums)
+    takes_gen = "generator" in inspect.signature(model.forward).parameters
+    use_bf16 = cfg.precision == "bf16" and idx_BL.device.type == "cuda"
+    single = not world.distributed and len(chunk_bounds(cfg.batch_size, cfg.micro_batch_size, 1)) == 1
+    gnorm = ce_K = acc_K = None
+    if single:
+        x_BLCv = model_inputs(model, vqvae, idx_BL, pns)
+        kw = {"injected": injected} if injected is not None else {}
+        if metrics:
+            kw["return_logits"] = True
+        out = loss_fn(model, label_B, x_BLCv, idx_BL, label_gen if takes_gen else None, cfg.label_smoothing,
+                      use_bf16, **kw)
+        if metrics:
+            loss, logits_BLV = out
+            ce_K, acc_K = _per_scale_stats(logits_BLV, idx_BL, pns)
+            del logits_BLV
+        else:
+            loss = out
+        opt.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            gnorm = _grad_norm(model, cfg.grad_clip)
+            finite = bool(torch.isfinite(gnorm))
+    else:   # DDP and/or gradient accumulation: every rank backpropagates its chunks, even a non-finite loss
+        if injected is not None or metrics:
+            raise ValueError("train_step: injected randomness and metrics need one process with one chunk per batch")
+        opt.zero_grad(set_to_none=True)
+        loss = _chunked_backward(net if net is not None else model, model, vqvae, idx_BL, label_B, cfg, step, world,
+                                 pns, label_gen, takes_gen, use_bf16, idx_BL.device, loss_fn)
+        gnorm = _grad_norm(model, cfg.grad_clip)     # of the all-reduced gradients: equal on every rank
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
+    if finite:
+        opt.step()
+    else:
+        opt.zero_grad(set_to_none=True)
+    clip_coef = None
+    if gnorm is not None:   # clip_grad_norm_'s own factor, recomputed (it does not return it)
+        clip_coef = (cfg.grad_clip / (gnorm + 1e-6)).clamp(max=1.0) if cfg.grad_clip > 0 else torch.ones_like(gnorm)
+    return StepResult(loss=loss.detach(), lr=lr, wd=wd, finite=finite, grad_norm=gnorm, clip_coef=clip_coef,
+                      ce_per_scale=ce_K, acc_per_scale=acc_K)
+
+
 def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_dir, device="cpu",
               log: Callable[[str], None] = print, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train `model` (logits_BLV = model(label_B, x_BLCv)) on token files; write out_dir/state.pt and model.pt.
@@ -371,9 +478,8 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     model.to(device).train()
     vqvae.to(device).eval()
     # Under torchrun the model is wrapped in DDP (and AdamW optionally sharded, ZeRO-1); one process whose global
-    # batch is one chunk runs the original single-process code path, bit for bit.
+    # batch is one chunk runs the single-process code path of train_step.
     world = current_world()
-    single = not world.distributed and len(chunk_bounds(B, cfg.micro_batch_size, 1)) == 1
     net = model
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -385,7 +491,6 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
     step, history, nan_skips, train_time = 0, [], 0, 0.0
     # Label dropout (CFG) draws from its own generator when the model accepts one (VAR does); drop-path and
     # dropout use the global RNG. Both states are checkpointed.
-    takes_gen = "generator" in inspect.signature(model.forward).parameters
     per_block = {"recompute_blocks": cfg.recompute_blocks, "recompute_ffn": cfg.recompute_ffn,
                  "compile_scope": cfg.compile and cfg.compile_scope == "block"}
     if any(per_block.values()) and "block_fn" not in inspect.signature(model.forward).parameters:
@@ -408,7 +513,6 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         log(f"[train_var] resumed from {state_path} at step {step}/{max_it}")
     else:
         seed_everything(cfg.seed)
-    use_bf16 = cfg.precision == "bf16" and device.type == "cuda"
     loss_fn = make_loss_fn(cfg)
     consecutive_skips, t_log, steps_since_log = 0, time.perf_counter(), 0
 
@@ -421,29 +525,10 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         t0 = time.perf_counter()
         idx_BL = torch.from_numpy(train.idx_NL[sel].astype(np.int64)).to(device)
         label_B = torch.from_numpy(train.labels_N[sel]).to(device)
-        lr, wd = lr_wd_at(step, peak_lr=cfg.peak_lr, max_it=max_it, warmup_it=warmup_it, wd=cfg.weight_decay,
-                          wd_end=cfg.wd_end, warmup_start_ratio=cfg.warmup_start_ratio,
-                          final_lr_ratio=cfg.final_lr_ratio, schedule=cfg.schedule)
-        for g in opt.param_groups:
-            g["lr"], g["weight_decay"] = lr, wd * g["wd_scale"]
-
-        if single:
-            x_BLCv = model_inputs(model, vqvae, idx_BL, pns)
-            loss = loss_fn(model, label_B, x_BLCv, idx_BL, label_gen if takes_gen else None, cfg.label_smoothing,
-                           use_bf16)
-            opt.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(loss))
-            if finite:
-                loss.backward()
-                gnorm = _grad_norm(model, cfg.grad_clip)
-                finite = bool(torch.isfinite(gnorm))
-        else:   # DDP and/or gradient accumulation: every rank backpropagates its chunks, even a non-finite loss
-            opt.zero_grad(set_to_none=True)
-            loss = _chunked_backward(net, model, vqvae, idx_BL, label_B, cfg, step, world, pns, label_gen,
-                                     takes_gen, use_bf16, device, loss_fn)
-            gnorm = _grad_norm(model, cfg.grad_clip)     # of the all-reduced gradients: equal on every rank
-            finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
-        if not finite:
+        res = train_step(model, opt, vqvae, idx_BL, label_B, cfg, step=step, max_it=max_it, warmup_it=warmup_it,
+                         loss_fn=loss_fn, label_gen=label_gen, net=net, world=world)
+        loss, lr, wd = res.loss, res.lr, res.wd
+        if not res.finite:
             msg = f"non-finite loss/grad (loss={loss.item()}) at step {step} (epoch {ep})"
             if cfg.nan_policy == "raise":
                 raise FloatingPointError(f"{msg}; last good state kept in {state_path}")
@@ -452,10 +537,8 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
             log(f"[train_var] {msg}: update skipped")
             if consecutive_skips > _MAX_CONSECUTIVE_SKIPS:
                 raise FloatingPointError(f"{msg}: {consecutive_skips} consecutive non-finite steps")
-            opt.zero_grad(set_to_none=True)
         else:
             consecutive_skips = 0
-            opt.step()
         step += 1
         train_time += time.perf_counter() - t0
         steps_since_log += 1

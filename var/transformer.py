@@ -8,6 +8,7 @@ checkpoints (`var_d16.pth` ...) so they load strictly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -43,19 +44,40 @@ def _with_compile_limit(fn, limit: int = 64):
 
 
 @torch.compiler.disable
-def drop_path_masks(B: int, probs: list[float], device) -> list[torch.Tensor | None]:
+def drop_path_masks(B: int, probs: list[float], device,
+                    keep_KB: torch.Tensor | None = None) -> list[torch.Tensor | None]:
     """Per-sample stochastic-depth multipliers (B, 1, 1) (0 or 1/keep, float32), one per entry of `probs`, drawn
     from the global RNG in order. Drawn eagerly, outside any torch.compile graph: a random op inside a graph may
     be recomputed in the backward under an activation-memory budget, and a second draw would give other masks
-    (measured: wrong gradients)."""
+    (measured: wrong gradients).
+    keep_KB (len(probs), B) bool: given keep decisions instead of draws (InjectedRandomness); the same 1/keep
+    scaling, so a kept sample gets the multiplier a draw would have given it, bit for bit."""
     out = []
-    for p in probs:
+    for i, p in enumerate(probs):
         if p == 0.0:
             out.append(None)
             continue
         keep = 1 - p
-        out.append(torch.empty((B, 1, 1), device=device).bernoulli_(keep).div_(keep))
+        if keep_KB is None:
+            m = torch.empty((B, 1, 1), device=device).bernoulli_(keep)
+        else:
+            m = keep_KB[i].to(device=device, dtype=torch.float32, copy=True).view(B, 1, 1)
+        out.append(m.div_(keep))
     return out
+
+
+@dataclass(frozen=True)
+class InjectedRandomness:
+    """Test-only: one training forward's random decisions, given instead of drawn (VAR.forward `injected`).
+
+    For replaying a recorded run of another implementation (tests/test_train_parity.py), whose random streams
+    cannot be reproduced. Production code never passes it; without it nothing changes.
+    label_B: (B,) int64, the labels after classifier-free-guidance dropout (num_classes = the null class); used as
+    they are, no dropout is drawn. drop_path_keep: (depth, 2, B) bool, keep decision per block, branch (0 attention,
+    1 FFN) and sample; rows of blocks whose drop-path rate is 0 are not read. Kept branches are scaled by 1/keep_prob
+    as drawn masks are (drop_path_masks)."""
+    label_B: torch.Tensor
+    drop_path_keep: torch.Tensor
 
 
 class DropPath(nn.Module):
@@ -356,7 +378,8 @@ class VAR(nn.Module):
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, label_B: torch.Tensor, x_BLCv: torch.Tensor, generator: torch.Generator | None = None, *,
-                recompute_blocks: int = 0, recompute_ffn: bool = False, block_fn=None) -> torch.Tensor:
+                recompute_blocks: int = 0, recompute_ffn: bool = False, block_fn=None,
+                injected: InjectedRandomness | None = None) -> torch.Tensor:
         """Teacher-forced forward: labels (B,) and x (B, L - first_l, Cvae) -> logits (B, L, V) float32.
 
         Label dropout is applied only in training mode (the reference applies it in eval mode too).
@@ -366,9 +389,15 @@ class VAR(nn.Module):
         block_fn(block, x, cond, attn_bias, dp_masks, recompute_ffn) -> x: how a block is called (default: the
         block itself; TrainConfig.compile_scope 'block' passes a compiled AdaLNSelfAttn.forward). Recompute wraps
         that call, eagerly, so the autograd engine frees each recomputed block before the next one runs.
+        injected (test-only, training mode): label dropout and drop-path decisions given instead of drawn
+        (InjectedRandomness); `label_B` and `generator` are then not read and no random number is drawn.
         """
         B = x_BLCv.shape[0]
-        if self.training:
+        if injected is not None:
+            if not self.training:
+                raise ValueError("injected randomness replaces training-mode draws; the model is in eval mode")
+            label_B = injected.label_B
+        elif self.training:
             label_B = self.drop_labels(label_B, generator)
         cond_BD = self.class_emb(label_B)
         sos = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
@@ -378,7 +407,8 @@ class VAR(nn.Module):
         cond = self.block_cond(cond_BD)
         dp = [None] * (2 * len(self.blocks))
         if self.training:
-            dp = drop_path_masks(B, [b.drop_path.p for b in self.blocks for _ in range(2)], x_BLC.device)
+            keep_KB = None if injected is None else injected.drop_path_keep.reshape(2 * len(self.blocks), B)
+            dp = drop_path_masks(B, [b.drop_path.p for b in self.blocks for _ in range(2)], x_BLC.device, keep_KB)
         call = block_fn or _call_block
         for i, block in enumerate(self.blocks):
             masks = (dp[2 * i], dp[2 * i + 1])
