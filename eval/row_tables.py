@@ -13,8 +13,8 @@ import pandas as pd
 
 from eval.tables import EXTRACTOR_NOTES, extractor_of, human_count, metric
 
-# The paper's Table 3 (ImageNet 256x256, Inception FID, 50k samples). Rows 1-2 are quoted in issue 6 (FID 18.65 ->
-# 5.22 at 0.013x the cost); the other values are recalled from the paper and marked so: check them against
+# The paper's Table 3 (ImageNet 256x256, Inception FID, 50k samples). Rows 1-2 are also quoted in the paper's text
+# (FID 18.65 -> 5.22 at 0.013x the cost); the other values are marked as recalled: check them against
 # arXiv:2404.02905, Table 3 before relying on them. The paper numbers two rows "5".
 PAPER_TABLE3 = {
     "ar":        {"#": "1", "description": "AR (GPT-2, VQGAN tokenizer)", "params": "227M", "model": "GPT2",
