@@ -1,6 +1,7 @@
 """Scaling laws (paper Sec. 5, Fig. 5-6, eq. 11-16): analytic training compute, Pareto frontier, power-law fits.
 
-Pure functions on numbers; the `scaling` stages (pipeline/scaling.py) train the sweep and call them.
+Pure functions on numbers; the stages `scaling_train` and `scaling` (pipeline/stages/) train the sweep and call
+them.
 
 Training compute C (FLOPs) of a VAR transformer, counted analytically -- matrix multiplies only (LayerNorm, softmax,
 GELU, biases, the optimizer and the frozen tokenizer are not counted; a multiply-add is 2 FLOPs):

@@ -3,7 +3,8 @@
 cuDNN convolutions run in TF32 by default on Ampere and later (10-bit mantissa inputs). For features that feed a
 metric, and for the token maps a VAR is trained on, that is a different function: on a ch160 tokenizer trained 756
 steps, TF32 convolutions changed 6.0% of the tokens against strict fp32 (benchmarks/explore/
-perf7_trained_encode_agreement.py, README "GPU performance"). CPUs compute float32 as IEEE float32 either way.
+perf7_trained_encode_agreement.py; docs/decisions.md, docs/performance.md). CPUs compute float32 as IEEE float32
+either way.
 """
 from __future__ import annotations
 

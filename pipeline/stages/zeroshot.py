@@ -7,8 +7,9 @@ of params `zeroshot`, one figure per task (rows: source, mask (grey = generated)
 records how many outside tokens equal the source's (always all of them).
 
 User mode, on your own image and mask (mask: any image, nonzero / white = generate; resized to the model's size):
-    python -m pipeline.zeroshot --model runs/var/var-d6/model.pt --tokenizer runs/tokenizer/model.pt \
-        --image in.png --mask mask.png --label 3 --out out.png [--seed 0 --cfg 1.5]
+    python -m pipeline.stages.zeroshot --model runs/var/var-d6/model.pt --tokenizer runs/tokenizer/model.pt \
+        --image in.png --mask mask.png --label 3 --out out.png
+(seed, cfg, top-k and top-p from params `zeroshot`, as in DAG mode).
 """
 from __future__ import annotations
 
