@@ -3,7 +3,7 @@ the two trained tokenizers compared (the same chunks of the same global batches,
 
     python -m benchmarks.bench_tokenizer_ddp                 # world sizes 1 and 2 on the visible GPUs
     python -m benchmarks.bench_tokenizer_ddp --gpus 1 2 --micro 32 --configfile my_override.yaml
-    python -m benchmarks.bench_tokenizer_ddp --gpus 1 --configfile configs/ci.yaml --out /tmp   # CPU smoke run
+    python -m benchmarks.bench_tokenizer_ddp --gpus 1 2 --micro 8 --configfile configs/ci.yaml --out /tmp  # CPU smoke
 
 Runs the stages `pipeline.stages.data` and `pipeline.stages.tokenizer` as the DAG does. Writes
 benchmarks/results/tokenizer_ddp.json (or --out). Needs torch, numpy, pyyaml, rich and torch-fidelity (the stage's

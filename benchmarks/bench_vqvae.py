@@ -12,7 +12,7 @@ tokenizer the agreement is lower still (fp16 92.5%, TF32 94.0% after 756 trainin
 
     python -m benchmarks.bench_vqvae [--batch 64] [--runs 3] [--paths "fp32 plain" ...]
     python -m benchmarks.bench_vqvae --device cpu --batch 2 --agree-images 2 --fit-images 4 --runs 1 \
-        --paths "fp32 plain" bf16 --out-name vqvae_smoke      # smoke run of the script, not a measurement
+        --paths "fp32 plain" --out-name vqvae_smoke      # smoke run of the script, not a measurement
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/complexity")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]      # wall-clock on a shared CPU: record how busy it was
     torch.manual_seed(0)
     rows = []
     for n in args.ns:
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
     atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
     write_result("complexity", {"width": WIDTH, "depth": DEPTH, "vocab_size": V, "z_channels": CVAE, "batch": 1,
                                 "cfg_rows": 2, "threads": args.threads, "reps": args.reps, "timing": "min of reps",
-                                "weights": "random"},
+                                "weights": "random",
+                                "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
                  [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
                  {"fitted_exponents": {k: round(v, 3) for k, v in fits.items()},
                   f"flop_counter_over_analytic_n{args.ns[len(args.ns) // 2]}":
