@@ -1,10 +1,11 @@
 """DDP scale-out on one node: a short VAR training run and a sharded sampling run, on 1 and on N GPUs.
 
-    python benchmarks/bench_ddp.py                      # 1 GPU, then 2 GPUs (torchrun), table + JSON
-    python benchmarks/bench_ddp.py --gpus 1 2 4 --depth 16 --steps 20
-    python benchmarks/bench_ddp.py --cpu --tiny         # the same on CPU/gloo with a tiny model (a smoke test)
+    python -m benchmarks.bench_ddp                      # 1 GPU, then 2 GPUs (torchrun), table + JSON
+    python -m benchmarks.bench_ddp --gpus 1 2 4 --depth 16 --steps 20
+    python -m benchmarks.bench_ddp --cpu --tiny --out /tmp   # the same on CPU/gloo with a tiny model (a smoke test)
 
-For each world size it launches itself under `torch.distributed.run` (`--worker`), and each worker
+For each world size it launches itself under `torch.distributed.run -m benchmarks.bench_ddp --worker` from the
+repository root, and each worker
 1. trains VAR-d<depth> (random init, seed 0) for --steps steps on synthetic tokens at a fixed global batch
    (chunks of --micro per GPU, bf16 autocast), timing the steps after the first --warmup ones;
 2. samples --images images from the initial weights (cfg 1.5, top-k 900, top-p 0.96) in blocks of --block,
@@ -12,7 +13,8 @@ For each world size it launches itself under `torch.distributed.run` (`--worker`
    assembled by rank 0 into one .npz (var/sharded_sampling.py), timed.
 The parent then compares the runs: per-step losses and final weights (max abs difference; bf16 autocast rounds
 differently when the chunks sit on other GPUs, so expect ~1e-3 there, ~1e-6 in fp32) and the sample files'
-sha256 (identical whatever the world size), and writes benchmarks/results/ddp_<date>.json.
+sha256 (identical whatever the world size), and writes benchmarks/results/ddp.json (`times_s` of a row: its timed
+training steps).
 Needs only torch, numpy and pyyaml (python 3.12, torch >= 2.11).
 """
 from __future__ import annotations
@@ -31,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, print_table, write_result  # noqa: E402  (benchmarks/common.py; adds the repo)
+from benchmarks.common import ROOT, print_table, write_result
 
 
 def build(depth: int, tiny: bool, seed: int = 0):
@@ -112,9 +113,11 @@ def worker(args) -> None:
         w = args.warmup
         timed = stamps[w:]
         step_s = (timed[-1] - timed[0]) / (len(timed) - 1) if len(timed) > 1 else float("nan")
+        step_times = [round(b - a, 4) for a, b in zip(timed, timed[1:])]
         res = {"world_size": world.size, "device": str(device), "params_M": round(n_params / 1e6, 1),
                "train_steps": args.steps, "global_batch": args.batch, "micro_batch": args.micro,
-               "train_step_s": step_s, "train_img_per_s": args.batch / step_s, "train_wall_s": train_wall,
+               "train_step_s": step_s, "train_step_times_s": step_times, "train_img_per_s": args.batch / step_s,
+               "train_wall_s": train_wall,
                "train_peak_gb_rank0": train_peak, "losses": losses,
                "sample_images": args.images, "sample_block": args.block, "sample_wall_s": sample_wall,
                "sample_img_per_s": args.images / sample_wall, "sampler_gpu_s_per_img": sampler_s_sum / args.images,
@@ -126,11 +129,11 @@ def worker(args) -> None:
 
 # ----------------------------------------------------------------------------------------------- parent
 def launch(args, n: int, out_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", __file__,
-           "--worker", "--out-dir", str(out_dir)] + args.passthrough
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "benchmarks.bench_ddp", "--worker", "--out-dir", str(out_dir)] + args.passthrough
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, env=env, text=True, capture_output=True)
+    res = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
     if res.returncode != 0:
         sys.stderr.write(res.stdout[-5000:] + res.stderr[-10000:])
         raise SystemExit(f"world size {n} failed (exit {res.returncode})")
@@ -146,7 +149,7 @@ def max_weight_diff(a: Path, b: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_ddp", description=__doc__.split("\n")[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", default="", help=argparse.SUPPRESS)
     ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2], help="world sizes to run (default: 1 2)")
@@ -191,15 +194,18 @@ def main() -> None:
                          "max |dW|": f"{max_weight_diff(root / f'w{base}' / 'train' / 'model.pt', root / f'w{n}' / 'train' / 'model.pt'):.2e}",
                          "sample img/s": round(r["sample_img_per_s"], 1),
                          "sample speedup": round(r["sample_img_per_s"] / runs[base]["sample_img_per_s"], 2),
-                         "samples == w1": r["samples_sha256"] == runs[base]["samples_sha256"]})
+                         "samples == w1": r["samples_sha256"] == runs[base]["samples_sha256"],
+                         "times_s": r["train_step_times_s"]})
         print()
-        cols = list(rows[0])
+        cols = [c for c in rows[0] if c != "times_s"]
         print_table(rows, cols)
         settings = {k: getattr(args, k) for k in ("gpus", "depth", "steps", "warmup", "batch", "micro", "precision",
                                                   "images", "block", "cpu", "tiny")}
         checks = {"samples_identical_across_world_sizes": all(r["samples == w1"] for r in rows)}
-        write_result("ddp", settings, [{**row, "raw": runs[row["gpus"]]} for row in rows], checks,
-                     out_dir=args.out or None)
+        raw_keys = ("device", "train_wall_s", "losses", "sample_wall_s", "sampler_gpu_s_per_img",
+                    "sample_peak_gb_rank0", "samples_sha256", "launch_wall_s")
+        write_result("ddp", settings, [{**row, **{k: runs[row["gpus"]][k] for k in raw_keys}} for row in rows],
+                     checks, out_dir=args.out or None)
     finally:
         if args.keep:
             print(f"runs kept in {root}")

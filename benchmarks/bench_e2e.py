@@ -10,7 +10,11 @@ CUDA-graph warm-up (one block before timing) is reported separately; the headlin
 timed run (a multi-minute measurement; bench_generate.py gives medians of the per-batch throughput). Random
 weights throughout, reference images random uint8.
 
-    python benchmarks/bench_e2e.py [--num 50000] [--block 250] [--write-npz /tmp/samples.npz]
+    python -m benchmarks.bench_e2e [--num 50000] [--block 250] [--write-npz /tmp/samples.npz]
+    python -m benchmarks.bench_e2e --device cpu --no-compile --num 4 --classes 2 --block 2 --num-reference 4 \
+        --score-batch 4 --out /tmp      # smoke run of the script (fp32 on CPU), not a measurement
+
+Writes benchmarks/results/e2e.json (or under --out).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import print_table, sync, write_result
+from benchmarks.common import print_table, sync, write_result
 from var.config import VAR_PRESETS, VQVAE_PRESETS
 from var.engine import GenerationEngine
 from var.sharded_sampling import atomic_savez_reproducible, generate_blocks
@@ -33,7 +37,7 @@ SAMPLING = dict(cfg=1.5, top_k=900, top_p=0.96)
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_e2e", description=__doc__.split("\n")[0])
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--num", type=int, default=50000)
     ap.add_argument("--classes", type=int, default=1000)
@@ -44,6 +48,7 @@ def main():
     ap.add_argument("--score-batch", type=int, default=500)
     ap.add_argument("--write-npz", default="", help="also time writing the sample file here (not in the total)")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default="", help="result directory (default benchmarks/results)")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -102,16 +107,17 @@ def main():
                 "channels_last_decoder": args.channels_last, "gn_channel_stats": gn_stats,
                 "cudnn_benchmark": device.type == "cuda",
                 "score_batch": args.score_batch, "fid_backend": "torch", "weights": "random",
-                "sampler_seconds": round(sampler_s, 2), "setup_seconds": round(setup_s, 1)}
+                "sampler_seconds": round(sampler_s, 2), "setup_seconds": round(setup_s, 1), "runs": 1}
     metric_checks = {k: v for k, v in metrics.items() if isinstance(v, (float, int, str))}
-    write_result("e2e", settings, rows, metric_checks)      # before the optional (slow) file write below
+    # written before the optional (slow) file write below
+    write_result("e2e", settings, rows, metric_checks, out_dir=args.out or None)
     if args.write_npz:
         t0 = time.perf_counter()
         atomic_savez_reproducible(args.write_npz, images=images, labels=labels_N[:len(images)])
         rows.append({"what": f"write samples.npz ({images.nbytes / 1e9:.1f} GB, not in total)",
                      "seconds": round(time.perf_counter() - t0, 1), "images_per_s": ""})
         Path(args.write_npz).unlink(missing_ok=True)
-        write_result("e2e", settings, rows, metric_checks)
+        write_result("e2e", settings, rows, metric_checks, out_dir=args.out or None)
     print_table(rows, ["what", "seconds", "images_per_s"])
 
 

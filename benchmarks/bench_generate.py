@@ -7,7 +7,10 @@ the bf16 decode vs the fp32 decode of the same tokens. Then it times the modes, 
 steps / decode / the rest, and optionally lists the top CUDA kernels. Random weights (speed does not depend on
 values).
 
-    python benchmarks/bench_generate.py [--quick] [--profile] [--modes engine+compile engine+compile+cl ...]
+    python -m benchmarks.bench_generate [--quick] [--profile] [--modes engine+compile engine+compile+cl ...]
+
+Writes benchmarks/results/generate.json when d16 is among the depths, else generate_d<depths>.json (e.g.
+`--depths 30` -> generate_d30.json); --out-name overrides.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import argparse
 
 import torch
 
-from common import peak_gb, print_table, reset_peak, time_median, write_result
+from benchmarks.common import peak_gb, print_table, reset_peak, time_median, write_result
 from var.config import VAR_PRESETS, VQVAE_PRESETS
 from var.engine import GenerationEngine
 from var.sampling import sample
@@ -116,7 +119,7 @@ def kernel_table(eng: GenerationEngine, B: int, top: int = 22) -> list[tuple[str
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_generate", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="d16 and d30 only")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--modes", nargs="+", default=["engine+compile", "engine+compile+nogn", "engine+compile+nofg"],
@@ -126,14 +129,16 @@ def main():
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one d16 batch-256 call")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
     ap.add_argument("--depths", type=int, nargs="+", default=[16, 20, 24, 30], help="models to time (--quick: 16 30)")
-    ap.add_argument("--out-name", default="generate", help="result file name prefix")
+    ap.add_argument("--out-name", default=None,
+                    help="result file name (default: generate, or generate_d30 etc. when d16 is not run)")
     args = ap.parse_args()
     device = torch.device("cuda")
     # TF32 off: the fp32 references of the checks are true fp32, and the engine's fp32 parts (quantiser, f_hat)
     # accumulate exactly as on the plain path (the bf16 GEMMs and convolutions do not use TF32 anyway)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark   # the sample stage's setting (pipeline/sample.py)
+    # cuDNN autotuning on; the pipeline's stages leave torch's default (off): --no-cudnn-benchmark measures that
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     chk = checks(device, True)
     print("checks:", chk, flush=True)
     if not chk["fp32_graph_vs_plain_tokens_identical"]:
@@ -188,6 +193,7 @@ def main():
         reset_peak()
 
     depths = [d for d in args.depths if not args.quick or d in (16, 30)]
+    out_name = args.out_name or ("generate" if 16 in depths else "generate_" + "_".join(f"d{d}" for d in depths))
     if 16 in depths:
         run(16, [16, 64, 256], args.modes)
     for d in (20, 24):
@@ -200,8 +206,9 @@ def main():
     if 30 in depths:
         run(30, [64, 256], [d30_mode], memory_gb=80)
     print_table(rows, ["model", "mode", "batch", "images_per_s", "reference_images_per_s", "speedup", "peak_gb"])
-    write_result(args.out_name, {"resolution": 256, **SAMPLING, "dtype": "bfloat16", "tf32": False,
-                              "cudnn_benchmark": not args.no_cudnn_benchmark, "weights": "random"},
+    write_result(out_name, {"resolution": 256, **SAMPLING, "dtype": "bfloat16", "tf32": False,
+                            "cudnn_benchmark": not args.no_cudnn_benchmark, "weights": "random", "depths": depths,
+                            "modes": args.modes, "d30_mode": d30_mode, "runs": args.runs, "warmup": 1},
                  rows, {**chk, **extra})
 
 

@@ -5,17 +5,15 @@ host memory, features extracted in large batches and kept on the GPU, precision/
 Needs only torch, numpy, scipy and torch_fidelity. Each stage is timed separately (CUDA-synchronised); the table
 and JSON report the median of >= 3 runs after one warm-up run.
 
-    python benchmarks/bench_score.py                       # defaults: cuda, 50k vs 10k, 256 px, 3 runs
-    python benchmarks/bench_score.py --device cpu --num-samples 16 --num-reference 16 --size 32 --runs 1 \\
+    python -m benchmarks.bench_score                       # defaults: cuda, 50k vs 10k, 256 px, 3 runs
+    python -m benchmarks.bench_score --device cpu --num-samples 16 --num-reference 16 --size 32 --runs 1 \
         --fid-backend torch --out /tmp                     # smoke test
+
+Writes benchmarks/results/score.json (or under --out): one row per stage with its median and every run's time.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +23,10 @@ import scipy
 import torch
 import torch_fidelity
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing the package
-from eval.features import extract_features, load_extractor  # noqa: E402
-from eval.inception import write_random_inception_weights  # noqa: E402
-from eval.metrics import (feature_stats, frechet_distance, frechet_distance_torch, inception_score,  # noqa: E402
-                          precision_recall)
-from var.io import atomic_write_json  # noqa: E402
+from benchmarks.common import print_table, write_result
+from eval.features import extract_features, load_extractor
+from eval.inception import write_random_inception_weights
+from eval.metrics import feature_stats, frechet_distance, frechet_distance_torch, inception_score, precision_recall
 
 
 def random_images(n: int, size: int, seed: int) -> np.ndarray:
@@ -69,19 +65,8 @@ def one_run(samples, reference, ex, args) -> dict[str, float]:
     return t
 
 
-def gpu_info(device: torch.device) -> dict:
-    if device.type != "cuda":
-        return {"gpu": "none (CPU)", "driver": None}
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        driver = "unknown"
-    return {"gpu": torch.cuda.get_device_name(device), "driver": driver, "cuda": torch.version.cuda}
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_score", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--num-samples", type=int, default=50000)
     p.add_argument("--num-reference", type=int, default=10000)
@@ -90,7 +75,7 @@ def main() -> None:
     p.add_argument("--pr-block-size", type=int, default=10000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--fid-backend", choices=["scipy", "torch", "both"], default="both")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--out", default="", help="result directory (default benchmarks/results)")
     args = p.parse_args()
     device = torch.device(args.device)
 
@@ -103,24 +88,20 @@ def main() -> None:
     warm = min(args.num_samples, args.num_reference, 2 * args.batch_size)
     one_run(samples[:warm], reference[:warm], ex, args)  # cuDNN autotuning, allocator, lazy init
     runs = [one_run(samples, reference, ex, args) for _ in range(args.runs)]
-    median = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
 
-    print(f"\nscoring {args.num_samples} samples vs {args.num_reference} reference, {args.size}px, {device}")
-    print(f"{'stage':32s} {'median s':>10s}  {'images/s':>10s}")
-    for k, v in median.items():
+    rows = []
+    for k in runs[0]:
         n = {"extract reference": args.num_reference, "extract samples": args.num_samples}.get(k)
-        print(f"{k:32s} {v:10.2f}  {(f'{n / v:10.0f}' if n else ''):>10s}")
-    result = {
-        **gpu_info(device), "torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__,
-        "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"weights": "random, official layout",
-                                                                          "tf32": False},
-        "median_seconds": median, "runs_seconds": runs,
-    }
-    out = Path(args.out) / f"score_{datetime.date.today().isoformat()}.json"
-    atomic_write_json(out, result)
-    print(f"wrote {out}")
+        med = float(np.median([r[k] for r in runs]))
+        rows.append({"stage": k, "median_s": round(med, 4), "images_per_s": round(n / med) if n else "",
+                     "times_s": [round(r[k], 4) for r in runs]})
+    print(f"\nscoring {args.num_samples} samples vs {args.num_reference} reference, {args.size}px, {device}")
+    print_table(rows, ["stage", "median_s", "images_per_s"])
+    # tf32 False: extract_features computes in IEEE fp32 (var.precision.fp32_precision)
+    settings = {k: v for k, v in vars(args).items() if k != "out"} | {"weights": "random, official layout",
+                                                                      "tf32": False, "warmup": 1}
+    write_result("score", settings, rows, out_dir=args.out or None,
+                 extra_versions={"torch_fidelity": torch_fidelity.__version__, "scipy": scipy.__version__})
 
 
 if __name__ == "__main__":

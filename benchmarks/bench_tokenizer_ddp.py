@@ -1,11 +1,13 @@
 """The tokenizer stage under torchrun: the embedded default's `tokenizer` stage at world size 1 and N, timed, and
 the two trained tokenizers compared (the same chunks of the same global batches, gradients summed over the ranks).
 
-    python benchmarks/bench_tokenizer_ddp.py                 # world sizes 1 and 2 on the visible GPUs
-    python benchmarks/bench_tokenizer_ddp.py --gpus 1 2 --micro 32 --configfile my_override.yaml
+    python -m benchmarks.bench_tokenizer_ddp                 # world sizes 1 and 2 on the visible GPUs
+    python -m benchmarks.bench_tokenizer_ddp --gpus 1 2 --micro 32 --configfile my_override.yaml
+    python -m benchmarks.bench_tokenizer_ddp --gpus 1 2 --micro 8 --configfile configs/ci.yaml --out /tmp  # CPU smoke
 
-Writes benchmarks/results/tokenizer_ddp_<date>.json (or --out). Needs torch, numpy, pyyaml, rich and
-torch-fidelity (the stage's rFID path imports it).
+Runs the stages `pipeline.stages.data` and `pipeline.stages.tokenizer` as the DAG does. Writes
+benchmarks/results/tokenizer_ddp.json (or --out). Needs torch, numpy, pyyaml, rich and torch-fidelity (the stage's
+rFID path imports it).
 """
 from __future__ import annotations
 
@@ -20,15 +22,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_result  # noqa: E402  (benchmarks/common.py; adds the repo)
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, print_table, write_result
+from var.checkpoint import load_model_checkpoint
 
 
 def run(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
+    res = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
     if res.returncode != 0:
         sys.stderr.write(res.stdout[-4000:] + res.stderr[-8000:])
         raise SystemExit(f"failed (exit {res.returncode}): {' '.join(cmd)}")
@@ -36,13 +36,13 @@ def run(cmd: list[str], env: dict) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_tokenizer_ddp",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--micro", type=int, default=32, help="tokenizer.train.micro_batch_size (chunk per pass)")
     ap.add_argument("--configfile", action="append", default=[], help="extra params override files")
     ap.add_argument("--out", default="", help="result directory (default benchmarks/results)")
     args = ap.parse_args()
-    from var.checkpoint import load_model_checkpoint
     tmp = Path(tempfile.mkdtemp(prefix="bench_tok_ddp_"))
     override = tmp / "micro.yaml"
     override.write_text(f"tokenizer:\n  train: {{micro_batch_size: {args.micro}}}\n")
@@ -50,13 +50,13 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     py = sys.executable
     data = [f"--train={tmp}/train.npz", f"--val={tmp}/val.npz"]
-    run([py, "-m", "pipeline.data", "--params=params.yaml", *conf, *data, f"--classes={tmp}/classes.json",
+    run([py, "-m", "pipeline.stages.data", "--params=params.yaml", *conf, *data, f"--classes={tmp}/classes.json",
          f"--log={tmp}/data.log"], env)
     rows, metrics = [], {}
     for n in args.gpus:
         out = tmp / f"w{n}"
         wall = run([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
-                    "pipeline.tokenizer", "--params=params.yaml", *conf, *data, f"--model={out}/model.pt",
+                    "pipeline.stages.tokenizer", "--params=params.yaml", *conf, *data, f"--model={out}/model.pt",
                     f"--metrics={out}/metrics.json", f"--state-dir={out}/state", f"--log-file={out}/log.txt"], env)
         m = json.loads((out / "metrics.json").read_text())
         metrics[n] = m

@@ -9,7 +9,9 @@ as eager checkpoints). Before timing, each path's
 loss and gradients of one step are compared with eager on the same batch and the same drop-path / label-dropout
 draws. Random weights and random tokens (speed does not depend on values).
 
-    python benchmarks/bench_train.py [--depth 16] [--variants eager compile compile+ffn compile+blocks8 ...]
+    python -m benchmarks.bench_train [--depth 16] [--variants eager block block+blocks6 compile+blocks8 ...]
+
+Writes benchmarks/results/train_step.json (after every path, so a run cut short keeps the rows it has).
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ import time
 
 import torch
 
-from common import peak_gb, print_table, reset_peak, sync, time_median, write_result
-from var.config import VAR_PRESETS
-from var.train import TrainConfig, make_loss_fn
+from benchmarks.common import peak_gb, print_table, reset_peak, sync, time_median, write_result
+from var.config import VAR_PRESETS, TrainConfig
+from var.train import make_loss_fn
 from var.transformer import VAR
 
 
@@ -51,7 +53,7 @@ def parse_variant(name: str) -> tuple[float | None, dict]:
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_train", description=__doc__.split("\n")[0])
     ap.add_argument("--depth", type=int, nargs="+", default=[16])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
@@ -61,6 +63,8 @@ def main():
     args = ap.parse_args()
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    settings = {**SETTINGS, "tf32": True, "depths": args.depth, "batch": args.batch, "variants": args.variants,
+                "runs": args.runs, "warmup": 2}
     rows, checks = [], {}
     for depth in args.depth:
         cfg = VAR_PRESETS[f"var-d{depth}"]
@@ -120,11 +124,11 @@ def main():
             print(rows[-1], flush=True)
             del model, opt, loss_fn
             torch._dynamo.reset()
-            write_result("train_step", SETTINGS, rows, checks)   # after every path: a cut-off run keeps its rows
+            write_result("train_step", settings, rows, checks)   # after every path: a cut-off run keeps its rows
     print("checks:", checks)
     print_table(rows, ["model", "path", "batch", "images_per_s", "tokens_per_s", "reference_images_per_s",
                        "peak_gb", "forward_keeps_gb", "reference_peak_gb", "first_step_s"])
-    write_result("train_step", SETTINGS, rows, checks)
+    write_result("train_step", settings, rows, checks)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ reported for two codebooks: that random init, and one fitted to the random encod
 residuals (Lloyd iterations of the quantiser's own nearest-code assignment: the codebook a VQ objective trains
 towards, with codes spread over the features they quantise). Inputs are smooth synthetic images (random
 low-frequency fields), not noise. Random encoder/decoder weights (speed does not depend on values). On a trained
-tokenizer the agreement is lower still (fp16 92.5%, TF32 94.0% after 756 training steps):
-benchmarks/explore/perf7_trained_encode_agreement.py trains one and measures it.
+tokenizer the agreement is lower still (fp16 92.5%, TF32 94.0% after 756 training steps; docs/performance.md).
 
-    python benchmarks/bench_vqvae.py [--batch 64] [--runs 3]
+    python -m benchmarks.bench_vqvae [--batch 64] [--runs 3] [--paths "fp32 plain" ...]
+    python -m benchmarks.bench_vqvae --device cpu --batch 2 --agree-images 2 --fit-images 4 --runs 1 \
+        --paths "fp32 plain" --out-name vqvae_smoke      # smoke run of the script, not a measurement
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from common import peak_gb, print_table, reset_peak, time_median, write_result
+from benchmarks.common import peak_gb, print_table, reset_peak, time_median, write_result
 from var.config import VAR_PRESETS, VQVAE_PRESETS
 from var.engine import GenerationEngine
 from var.transformer import VAR
@@ -81,13 +82,13 @@ PATHS = (("fp32 plain", torch.float32, False, False, False),
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_vqvae", description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--agree-images", type=int, default=256)
     ap.add_argument("--fit-images", type=int, default=512)
     ap.add_argument("--paths", nargs="*", default=[], help="only these paths (names as in PATHS)")
-    ap.add_argument("--out-name", default="vqvae", help="result file name prefix")
+    ap.add_argument("--out-name", default="vqvae", help="result file name")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script, not a measurement")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -147,7 +148,8 @@ def main():
                        "agree_random_init", "peak_gb"])
     write_result(args.out_name, {"resolution": 256, "tokenizer": "vqvae-ch160v4096z32", "weights": "random",
                            "tf32": False, "agreement_images": args.agree_images,
-                           "kmeans_fit_images": args.fit_images}, rows, checks)
+                           "kmeans_fit_images": args.fit_images, "batch": B, "runs": args.runs, "warmup": 2,
+                           "device": str(device)}, rows, checks)
 
 
 if __name__ == "__main__":

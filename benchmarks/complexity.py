@@ -1,26 +1,31 @@
 """Paper Appendix B: generation cost of raster-scan AR vs VAR as the token-map side n grows (random weights).
 
-    .venv/bin/python -m benchmarks.complexity [--ns 4 8 12 16 24 32] [--out results/complexity]
+    python -m benchmarks.complexity [--ns 4 8 12 16 24 32] [--out results/complexity]
 
 For each n: AR generates n^2 tokens one at a time (KV cache), VAR the scales `var_patch_nums(n)` (about 1.35x
 apart, as the paper's 256/512 px schedules); same tiny transformer width/depth, batch 1, CFG halves included.
 Measured: wall-clock of the transformer part of generation (the shared tokenizer decode excluded). Counted:
 analytic FLOPs with the KV cache (eval/complexity.py; checked against torch.utils.flop_counter for one n) and the
-paper's no-cache count (O(n^6) vs O(n^4)). Exponents are least-squares slopes in log-log; writes
-<out>.csv and <out>.png.
+paper's no-cache count (O(n^6) vs O(n^4)). Exponents are least-squares slopes in log-log; writes the figure's
+data and the figure, <out>.csv and <out>.png, and the measurement as benchmarks/results/complexity.json (under
+$BENCH_OUT if set).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import os
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_result
 from eval.complexity import attention_flops, fit_exponent, generation_flops, paper_attention_cost, var_patch_nums
 from var.ar import AR, ARConfig
 from var.config import VARConfig
+from var.io import atomic_path, atomic_write_text
 from var.transformer import VAR
 
 WIDTH, DEPTH, V, CVAE = 64, 2, 256, 8
@@ -87,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/complexity")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]      # wall-clock on a shared CPU: record how busy it was
     torch.manual_seed(0)
     rows = []
     for n in args.ns:
@@ -101,14 +107,22 @@ def main(argv=None) -> int:
     fits = {k: fit_exponent(ns, [r[k] for r in rows]) for k in rows[0] if k not in ("n", "var_scales")}
     check = flop_counter_check(args.ns[len(args.ns) // 2])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        f.write("# fitted exponents (y ~ n^e): " + ", ".join(f"{k} {v:.2f}" for k, v in fits.items()) + "\n")
-        f.write("# flop_counter check at n=%d: " % args.ns[len(args.ns) // 2] + ", ".join(
-            f"{k} counted {a:.4g} analytic {b:.4g} (ratio {a / b:.3f})" for k, (a, b) in check.items()) + "\n")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    buf.write("# fitted exponents (y ~ n^e): " + ", ".join(f"{k} {v:.2f}" for k, v in fits.items()) + "\n")
+    buf.write("# flop_counter check at n=%d: " % args.ns[len(args.ns) // 2] + ", ".join(
+        f"{k} counted {a:.4g} analytic {b:.4g} (ratio {a / b:.3f})" for k, (a, b) in check.items()) + "\n")
+    atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
+    write_result("complexity", {"width": WIDTH, "depth": DEPTH, "vocab_size": V, "z_channels": CVAE, "batch": 1,
+                                "cfg_rows": 2, "threads": args.threads, "reps": args.reps, "timing": "min of reps",
+                                "weights": "random",
+                                "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
+                 [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+                 {"fitted_exponents": {k: round(v, 3) for k, v in fits.items()},
+                  f"flop_counter_over_analytic_n{args.ns[len(args.ns) // 2]}":
+                      {k: round(a / b, 4) for k, (a, b) in check.items()}})
     print("exponents:", {k: round(v, 2) for k, v in fits.items()})
     print("flop_counter vs analytic:", {k: f"{a / b:.3f}" for k, (a, b) in check.items()})
     import matplotlib
@@ -128,7 +142,8 @@ def main(argv=None) -> int:
         ax.set_title(title)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    with atomic_path(out.with_suffix(".png"), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     return 0
 
 
