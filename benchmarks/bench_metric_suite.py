@@ -2,7 +2,7 @@
 
 Each part runs in its own process (peak RSS is per process; the features themselves are subtracted). Costs that
 repeat are timed on a few repetitions and scaled: FD per bootstrap resample, KID per subset, FD per curve size.
-Usage: python benchmarks/bench_metric_suite.py --n 10000 --m 10000 --dims 2048 1024
+Usage: python -m benchmarks.bench_metric_suite --n 10000 --m 10000 --dims 2048 1024
 One timed run per part (no warm-up median: the parts take minutes on a 2-core CPU); the load average is recorded
 because other processes on a shared machine slow every number here.
 """
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from common import write_result  # also puts the repository root on sys.path
+from benchmarks.common import write_result
 
 PARTS = ("fd_reference", "fd_per_resample", "fd_per_curve_size", "kid_per_subset", "kid_fullset_bootstrap100",
          "knn_bootstrap100", "density_coverage")
@@ -77,13 +77,14 @@ def main():
     for d in args.dims:
         for part in PARTS:
             load = os.getloadavg()[0]
-            out = subprocess.run([sys.executable, __file__, "--part", part, "--d", str(d), "--n", str(args.n),
+            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_metric_suite", "--part", part, "--d", str(d), "--n", str(args.n),
                                   "--m", str(args.m)], capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1]) | {"load_avg_1min_before": round(load, 1)}
             print(row, flush=True)
             rows.append(row)
-    write_result(f"metric_suite_cpu_n{args.n}_m{args.m}", {"n": args.n, "m": args.m, "dims": args.dims,
-                                                            "threads": torch.get_num_threads()}, rows)
+    write_result("metric_suite", {"n": args.n, "m": args.m, "dims": args.dims,
+                                   "threads": torch.get_num_threads()}, rows)
+
 
 if __name__ == "__main__":
     main()
