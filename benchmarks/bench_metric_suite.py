@@ -63,7 +63,7 @@ def _run_part(part: str, n: int, m: int, d: int) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_metric_suite", description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--m", type=int, default=10000)
     ap.add_argument("--dims", type=int, nargs="+", default=[2048, 1024])
