@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from var.config import Config, TrainConfig, check_sha256, param
 
 SEED = dict(ge=0, lt=2 ** 63)
+BOOTSTRAPPED = ("fd", "kid", "precision", "recall", "density", "coverage", "is")   # metrics with intervals
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,19 @@ class ScoreConfig(Config):
     cleanfid_crosscheck: bool = False
     cleanfid_weights: str = ""   # local inception-2015-12-05.pt (clean-fid's TorchScript Inception; never downloaded)
     cleanfid_weights_sha256: str = ""  # its full sha256, needed to load it (a TorchScript archive runs code)
+    # Uncertainty (eval/metric_suite.py): every score as mean +- sd over `seeds` sampling seeds (the block seeds
+    # change with the seed), bootstrap intervals over the generated set of the first seed, KID, density/coverage
+    # and the FD sample-size curve with its extrapolation FD_inf.
+    seeds: int = param(1, ge=1)
+    bootstrap_resamples: int = param(100, ge=0)        # 0: no intervals
+    bootstrap_level: float = param(0.95, gt=0, lt=1)
+    bootstrap_metrics: tuple[str, ...] = BOOTSTRAPPED
+    fd_curve_points: int = param(15, ge=0)             # FD at this many generated-set sizes (0: no curve, no FD_inf)
+    # A second feature space, reported as fd_dinov2 / kid_dinov2 (never "FID"): DINOv2 ViT-L/14 from a local
+    # weights file in the official release format (eval/dinov2.py; never downloaded).
+    extra_extractors: tuple[str, ...] = ()
+    dinov2_weights: str = ""
+    dinov2_weights_sha256: str = ""
 
     def __post_init__(self):
         super().__post_init__()
@@ -52,6 +66,16 @@ class ScoreConfig(Config):
         if self.cleanfid_crosscheck and not self.cleanfid_weights:
             raise ValueError("score.cleanfid_crosscheck needs score.cleanfid_weights (a local inception-2015-12-05.pt)")
         check_sha256(self.inception_weights_sha256, "score.inception_weights_sha256")
+        check_sha256(self.dinov2_weights_sha256, "score.dinov2_weights_sha256")
+        bad = sorted(set(self.extra_extractors) - {"dinov2"})
+        if bad:
+            raise ValueError(f"score.extra_extractors: {bad} unknown (available: dinov2)")
+        if "dinov2" in self.extra_extractors and not self.dinov2_weights:
+            raise ValueError("score.extra_extractors has dinov2: set score.dinov2_weights to a local "
+                             "dinov2_vitl14_pretrain.pth")
+        bad = sorted(set(self.bootstrap_metrics) - set(BOOTSTRAPPED))
+        if bad:
+            raise ValueError(f"score.bootstrap_metrics: {bad} unknown (choose from {', '.join(BOOTSTRAPPED)})")
         check_sha256(self.cleanfid_weights_sha256, "score.cleanfid_weights_sha256")
 
 

@@ -33,7 +33,8 @@ from var.io import load_npz
 from var.precision import fp32_precision
 
 EVALNET = "evalnet"
-SHORT_NAMES = {INCEPTION: "inception", EVALNET: "evalnet"}  # suffix of metric keys: fid_inception, fid_evalnet
+DINOV2 = "dinov2"            # a second feature space (eval/dinov2.py): its distances are fd_dinov2, never FID
+SHORT_NAMES = {INCEPTION: "inception", EVALNET: "evalnet", DINOV2: "dinov2"}  # suffix of metric keys: fid_inception, fid_evalnet
 
 
 class FeatureExtractorEvalNet(FeatureExtractorBase):
@@ -87,6 +88,10 @@ def load_extractor(name: str, *, device: str | torch.device = "cpu", weights_pat
                                        feature_extractor_weights_path=weights_path, evalnet_module=evalnet_module)
         module = _AsDict(net)
         digest = sha256_file(weights_path) if evalnet_module is None else None
+    elif name == DINOV2:
+        from eval.dinov2 import DINOv2Features
+        module = DINOv2Features(weights_path, expected_sha256 or None)
+        digest = module.weights_sha256
     else:
         raise ValueError(f"unknown extractor {name!r}; choose one of {sorted(SHORT_NAMES)}")
     device = torch.device(device)

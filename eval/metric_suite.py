@@ -36,14 +36,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from eval.bootstrap import (BootstrapConfig, bootstrap_fd, bootstrap_generic, bootstrap_kid, bootstrap_knn,
-                            counts_of, percentile_interval, resample_indices)
+from eval.bootstrap import (
+    BootstrapConfig,
+    bootstrap_fd,
+    bootstrap_generic,
+    bootstrap_kid,
+    bootstrap_knn,
+    counts_of,
+    percentile_interval,
+    resample_indices,
+)
+from eval.config import BOOTSTRAPPED  # noqa: E402  (the metrics with intervals; torch-free for params)
 from eval.fd_bias import MIN_SIZE, NUM_POINTS, fd_extrapolation, fd_sizes
-from eval.kid import KEY_KID, KEY_KID_STD, SEED as KID_SEED, SUBSET_SIZE, SUBSETS, kid
+from eval.kid import KEY_KID, KEY_KID_STD, SUBSET_SIZE, SUBSETS, kid
+from eval.kid import SEED as KID_SEED
 from eval.metrics import FrechetReference, feature_stats, inception_score
 from eval.prdc import BLOCK_SIZE, NEAREST_K
-
-BOOTSTRAPPED = ("fd", "kid", "precision", "recall", "density", "coverage", "is")
 
 
 @dataclass(frozen=True)

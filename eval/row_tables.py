@@ -13,10 +13,12 @@ from typing import Mapping
 import pandas as pd
 
 from eval import paper
+from eval.seeds import Z_SIGNIFICANT, compare, summarize
 from eval.tables import EXTRACTOR_NOTES, extractor_of, human_count, metric
 
 T3_COLUMNS = ("row", "source", "#", "description", "kind", "model", "params", "AdaLN", "attn_norm", "top_k", "CFG",
-              "steps", "cost", "cost_flops", "FID", "dFID", "IS", "extractor", "note")
+              "steps", "cost", "cost_flops", "FID", "FID_sd", "seeds", "dFID", "step_vs_previous", "IS", "extractor",
+              "note")
 T2_COLUMNS = ("model", "source", "type", "FID", "IS", "Pre", "Rec", "params", "steps", "time", "s_per_image",
               "resolution", "extractor", "note")
 PAPER_EXTRACTOR = "inception"      # the paper's Tables 2 and 3: Inception FID / IS, 50k samples
@@ -37,6 +39,8 @@ def measured_row3(name: str, recipe: Mapping, scores: Mapping, train_metrics: Ma
             "attn_norm": _yes(recipe.get("attn_l2_norm")), "top_k": str(recipe.get("top_k") or "no"),
             "CFG": str(recipe.get("cfg") or "no"), "steps": sample_metrics.get("steps"),
             "FID": metric(scores, "fid", ex), "IS": metric(scores, "is", ex), "extractor": ex, "note": "",
+            "FID_sd": scores.get(f"fid_{ex}_sd"), "seeds": scores.get("num_seeds"),
+            "_fid_seeds": scores.get(f"fid_{ex}_per_seed") or [metric(scores, "fid", ex)],
             "_s": sample_metrics.get("seconds_per_image"), "_flops": sample_metrics.get("flops_per_image")}
 
 
@@ -69,6 +73,8 @@ def build_table3(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]]) -> 
         m["cost"] = round(m["_s"] / base["_s"], 4) if m["_s"] and base["_s"] else None
         m["cost_flops"] = round(m["_flops"] / base["_flops"], 4) if m["_flops"] and base["_flops"] else None
         m["dFID"] = m["FID"] - base["FID"]
+    for prev, cur in zip(meas, meas[1:]):   # each step against the row before it (eval/seeds.py's rule)
+        cur["step_vs_previous"] = compare(summarize(prev["_fid_seeds"]), summarize(cur["_fid_seeds"])).verdict
     mirrored = [paper_row3(name, _paper_t3(name, recipe["paper"])) for name, recipe, *_ in rows if recipe.get("paper")]
     df = pd.DataFrame(meas + mirrored)
     df = df.drop(columns=[c for c in df.columns if c.startswith("_")]).reindex(columns=list(T3_COLUMNS))
@@ -79,6 +85,8 @@ def build_table3(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]]) -> 
 def _cell(v, col: str) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return ""
+    if col == "FID_sd":
+        return f"{v:.2f}"
     if col in ("FID", "dFID"):
         return f"{v:+.2f}" if col == "dFID" else f"{v:.2f}"
     if col == "IS":
@@ -132,6 +140,10 @@ def table3_markdown(df: pd.DataFrame) -> str:
               "`paper` are the paper's Table 3 rows they mirror, as printed (ImageNet 256x256, Inception FID). "
               + paper.TABLE3_NOTE,
               *(f"- {EXTRACTOR_NOTES.get(e, e)}" for e in ex),
+              "- `FID`: mean over the sampling seeds (`seeds`), `FID_sd` the spread of one seed's value; "
+              "`step_vs_previous`: whether the row's FID change against the row above exceeds the noise, "
+              f"|delta| > {Z_SIGNIFICANT:g} * sqrt(sd_prev^2 + sd_row^2) (eval/seeds.py; with one seed: not "
+              "assessable).",
               "- `cost`: generation wall-clock per image relative to the first row (paper: relative to row 1); "
               "`cost_flops`: the same ratio of analytic transformer FLOPs (eval/complexity.py, KV cache, "
               "both samplers run conditional + unconditional halves); `steps`: sequential sampler steps (AR: one "

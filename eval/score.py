@@ -16,6 +16,7 @@ a `cleanfid_crosscheck` record (clean-fid version, weights' sha256). It never re
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ import torch_fidelity
 
 from eval import cleanfid_check
 from eval.features import Extractor, content_sha256, extract_features, load_extractor, open_images
-from eval.metrics import (feature_stats, frechet_distance, frechet_distance_torch, inception_score,
-                          precision_recall)
+from eval.metric_suite import SuiteConfig, suite
+from eval.metrics import feature_stats, frechet_distance, frechet_distance_torch, inception_score, precision_recall
 from eval.released import STORED_REFERENCE_STATS
 from var.io import atomic_savez, atomic_write_json, load_npz
 
@@ -66,7 +67,8 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
           weights_path: str | Path | None = None, expected_sha256: str | None = None, cache_dir=None,
           batch_size: int = 250, k: int = 3, pr_block_size: int = 10000, is_splits: int = 10,
           fid_backend: str = "scipy", cleanfid_weights: str | Path | None = None,
-          cleanfid_sha256: str | None = None) -> dict:
+          cleanfid_sha256: str | None = None, uncertainty: SuiteConfig | None = None,
+          extra_extractors: tuple[Extractor, ...] = ()) -> dict:
     """Metrics of `samples` (generated) vs `reference` (real), both uint8 images (see module docstring).
 
     extractor: 'inception-v3-compat' / 'evalnet', or an already loaded `Extractor` (then device/weights are its own).
@@ -74,7 +76,11 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
     fid_backend: 'scipy' (scipy.linalg.sqrtm on CPU, exactly the standard evaluator's computation) or 'torch'
     (`frechet_distance_torch` on the extractor's device: same value to ~1e-9 relative, seconds faster on a GPU).
     cleanfid_weights: path of clean-fid's `inception-2015-12-05.pt`; when given, the clean-fid cross-check of the
-    Inception FID runs too (checked against `cleanfid_sha256` if given; see eval/cleanfid_check.py)."""
+    Inception FID runs too (checked against `cleanfid_sha256` if given; see eval/cleanfid_check.py).
+    uncertainty: also KID, density/coverage, the FD sample-size curve with FD_inf, and bootstrap intervals over the
+    generated set (eval/metric_suite.py); the Frechet distance's keys there are `fid_<extractor>_...` (the same
+    distance as `fid_<extractor>`). extra_extractors: further feature spaces (DINOv2), reported under their own
+    names (`fd_dinov2`, `kid_dinov2`, ...), never as FID."""
     if fid_backend not in ("scipy", "torch"):
         raise ValueError(f"fid_backend must be 'scipy' or 'torch', got {fid_backend!r}")
     if isinstance(extractor, str):
@@ -108,6 +114,13 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
     real_ND = torch.from_numpy(ref_feats["pool"]).to(feats["pool"].device)
     metrics[f"precision_{name}"], metrics[f"recall_{name}"] = precision_recall(
         real=real_ND, fake=feats["pool"], k=k, block_size=pr_block_size)
+    if uncertainty is not None:
+        stored = (ref_feats["mu"], ref_feats["sigma"]) if stats_source == STORED_REFERENCE_STATS else None
+        metrics.update(_suite_keys(real_ND, feats, name, uncertainty, stored, primary=True))
+        for ext in extra_extractors:
+            real_x = extract_features(ref["images"], ext, batch_size=batch_size)["pool"]
+            fake_x = extract_features(samples, ext, batch_size=batch_size)["pool"].to(real_x.device)
+            metrics.update(_suite_keys(real_x, {"pool": fake_x}, ext.short_name, uncertainty, None, primary=False))
     if crosscheck is not None:  # its own keys after the primary metrics; fid_inception is left as computed
         metrics.update(cleanfid_check.report(samples, ref["images"], crosscheck, metrics["fid_inception"],
                                              batch_size=batch_size))
@@ -126,6 +139,23 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
                      "fid_backend": fid_backend},
         "versions": versions,
     }
+
+
+def _suite_keys(real_ND, feats: dict, name: str, cfg: SuiteConfig, stored_stats, primary: bool) -> dict:
+    """The metric suite's keys for one feature space. In the primary space FD is the FID already reported, so its
+    keys read `fid_<name>...`; precision / recall / IS keep the values computed above (same definitions)."""
+    m, n = feats["pool"].shape[0], real_ND.shape[0]
+    cfg = dataclasses.replace(cfg, kid_subset_size=min(cfg.kid_subset_size, m, n))
+    out = suite(real=real_ND, fake=feats["pool"], ext=name, cfg=cfg, reference_stats=stored_stats,
+                logits=feats.get("logits") if primary else None)
+    if not primary:
+        return out
+    keep = {}
+    for k, v in out.items():
+        if k == f"fd_{name}" or k in (f"precision_{name}", f"recall_{name}", f"is_{name}"):
+            continue                      # the values of the standard computation above stay the reported ones
+        keep[f"fid{k[2:]}" if k.startswith(f"fd_{name}") else k] = v
+    return keep
 
 
 def write_scores(out_path: str | Path, samples, reference, **kwargs) -> dict:

@@ -23,6 +23,9 @@ COLUMNS = ("type", "model", "source", "FID", "IS", "Pre", "Rec", "params", "step
 LEARNING_COLUMNS = ("FID_untrained", "class_acc", "class_acc_untrained")
 # Measured rows that score released weights: the FIDs published for them and the verdict (eval/released.py).
 RELEASE_COLUMNS = ("release", "FID_paper", "FID_release", "verdict", "verdict_note")
+# Spread over sampling seeds (score.seeds): the sd of one seed's value; FID/IS/Pre/Rec/class_acc are the means.
+SD_COLUMNS = ("FID_sd", "IS_sd", "Pre_sd", "Rec_sd", "class_acc_sd", "seeds", "evaluation")
+SD_OF = {"FID": "fid", "IS": "is", "Pre": "precision", "Rec": "recall"}
 PAPER_EXTRACTOR = "inception"    # every row of the paper's Table 1: Inception-v3, 50k samples, ImageNet 256x256
 MEASURED_TYPE = "VAR"            # table1's measured models are VAR transformers (stage train_var)
 PAPER_BY_MODEL = {r.model: r for r in paper.TABLE1}
@@ -71,6 +74,9 @@ def measured_row(name: str, scores: Mapping, train_metrics: Mapping | None = Non
            "steps": (sample_metrics or {}).get("steps"), "extractor": ex,
            "FID_untrained": scores.get(f"fid_{ex}_untrained"), "class_acc": scores.get("class_acc_evalnet"),
            "class_acc_untrained": scores.get("class_acc_evalnet_untrained"),
+           **{f"{col}_sd": scores.get(f"{key}_{ex}_sd") for col, key in SD_OF.items()},
+           "class_acc_sd": scores.get("class_acc_evalnet_sd"), "seeds": scores.get("num_seeds"),
+           "evaluation": scores.get("evaluation_label"),
            "_seconds_per_image": (sample_metrics or {}).get("seconds_per_image"),
            "_num_params": (train_metrics or {}).get("num_params")}
     exp = expectation(scores, train_metrics)
@@ -99,13 +105,20 @@ def build_table1(models: list[tuple[str, Mapping, Mapping, Mapping]], valdata_sc
     val = [measured_row("validation data", valdata_scores, type_=None)] if valdata_scores is not None else []
     df = pd.DataFrame(paper_rows() + measured + val)
     df = df.drop(columns=[c for c in df.columns if c.startswith("_")]).reindex(
-        columns=list(COLUMNS + LEARNING_COLUMNS + RELEASE_COLUMNS))
+        columns=list(COLUMNS + LEARNING_COLUMNS + RELEASE_COLUMNS + SD_COLUMNS))
     df["steps"] = df["steps"].astype("Int64")   # integer column with blanks
     return df
 
 
 def _blank(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def with_sd(r, col: str) -> str:
+    """A measured cell as 'mean ± sd' when the row has a spread over seeds."""
+    text = _cell(r[col], col)
+    sd = r.get(f"{col}_sd")
+    return f"{text} ± {_cell(sd, col)}" if text and not _blank(sd) else text
 
 
 def _cell(v, col: str) -> str:
@@ -153,7 +166,7 @@ def table1_markdown(df: pd.DataFrame) -> str:
         if r["source"] == "paper" and r["model"] in PAPER_BY_MODEL:   # the paper's cells as printed
             printed = paper.table1_cells(PAPER_BY_MODEL[r["model"]])
             return [printed.get(c, _cell(r[c], c)) for c in cols]
-        return [_cell(r[c], c) for c in cols]
+        return [with_sd(r, c) for c in cols]
 
     lines = ["# Table 1: VAR on class-conditional generation", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -166,5 +179,9 @@ def table1_markdown(df: pd.DataFrame) -> str:
               "VAR-d30); `steps`: autoregressive steps (= scales).",
               "- `FID_untrained`, `class_acc_untrained`: the same model at its initial weights, sampled and scored "
               "alike; `class_acc`: how often the evaluation network classifies a sample as its conditioning class.",
+              "- Measured FID / IS / Pre / Rec / class_acc: mean ± sd over the sampling seeds (`seeds`; the sd is the "
+              "spread of one seed's value). `evaluation`: FID-50k only for 50,000 samples, 50 per class; otherwise "
+              "the sample count, so a FID of fewer samples is never read as the standard one. Bootstrap intervals, "
+              "KID, density / coverage and FD_inf are in each model's scores.json and in metrics/<run>/table1.json.",
               *_release_notes(measured), ""]
     return "\n".join(lines)

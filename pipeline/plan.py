@@ -101,6 +101,7 @@ CONDITIONS = {
     "import_var": lambda p, ctx: bool(p.models[ctx.model].pretrained),
     "ablation": lambda p, ctx: bool(p.ablation.row),
     "ar_rows": lambda p, ctx: any(r.kind == "ar" for r in p.rows.values()),
+    "several_seeds": lambda p, ctx: p.score.seeds > 1,
 }
 # What an input is when its condition fails, if not absent: the standard evaluator's reference batch replaces the
 # validation split as the real side of the generated-sample scores.
@@ -174,8 +175,9 @@ def _job(p: Params, st: Stage, ctx: Context, name: str) -> Job:
     for key in st.files:
         v = _param_value(p, key.format(model=ctx.model, row=ctx.row))
         files += [x for x in (v if isinstance(v, (list, tuple)) else [v]) if x]
-    return Job(name, st, ctx, inputs, {k: _fill(v, ctx, n) for k, v in st.outputs.items()}, args, params, n,
-               tuple(dict.fromkeys(files)))
+    outputs = {k: _fill(v, ctx, n) for k, v in st.outputs.items()
+               if not (k in st.when and not CONDITIONS[st.when[k]](p, ctx))}     # outputs that exist only sometimes
+    return Job(name, st, ctx, inputs, outputs, args, params, n, tuple(dict.fromkeys(files)))
 
 
 def _instances(p: Params, st: Stage, settings: list[str], tokenizers: list[Context], rows: tuple[str, ...]):

@@ -100,10 +100,14 @@ STAGES: tuple[Stage, ...] = (
           outputs={"model": "runs/{n}/var/{model}/model.pt", "metrics": "runs/{n}/var/{model}/metrics.json"},
           params=("tokenizer.model", "models.{model}"), files=("models.{model}.pretrained",),
           args={"kind": "var", "model_name": "{model}"}, light=True, gpus="none"),
+    # With score.seeds > 1 the same images are drawn again under further sampling seeds (`seed_samples`), so every
+    # score is reported as mean +- sd over seeds.
     Stage("sample", "sample", MODEL, inputs={"model": "train_var.model", "tokenizer": "tokenizer.model"},
           outputs={"samples": "runs/{n}/var/{model}/samples.npz", "grid": "runs/{n}/var/{model}/grid.png",
-                   "metrics": "runs/{n}/var/{model}/sample_metrics.json"},
-          params=("seed", "sample"), args={"model_name": "{model}"}, gpus="many"),
+                   "metrics": "runs/{n}/var/{model}/sample_metrics.json",
+                   "seed_samples": "runs/{n}/var/{model}/samples_seeds.npz"},
+          when={"seed_samples": "several_seeds"},
+          params=("seed", "sample", "score.seeds"), args={"model_name": "{model}"}, gpus="many"),
     # The same model at its initial weights, sampled and scored alike: "the model learns" is measured against it.
     Stage("sample_untrained", "sample", MODEL, inputs={"model": "train_var.init", "tokenizer": "tokenizer.model"},
           only_when="untrained_baseline",
@@ -114,8 +118,10 @@ STAGES: tuple[Stage, ...] = (
     # The real side is the validation split, or the standard evaluator's reference batch when one is configured;
     # the evaluation network is an input when it is the extractor (it also gives the class accuracy).
     Stage("score", "score", MODEL, inputs={"samples": "sample.samples", "real": "data.val",
-                                           "evalnet": "evalnet.model", "untrained": "sample_untrained.samples"},
-          when={"evalnet": "evalnet_scores", "untrained": "untrained_baseline", "real": "no_reference_batch"},
+                                           "evalnet": "evalnet.model", "untrained": "sample_untrained.samples",
+                                           "seed_samples": "sample.seed_samples", "sample_metrics": "sample.metrics"},
+          when={"evalnet": "evalnet_scores", "untrained": "untrained_baseline", "real": "no_reference_batch",
+                "seed_samples": "several_seeds"},
           files=("score.inception_weights", "score.reference_batch"),
           outputs={"scores": "runs/{n}/var/{model}/scores.json"}, params=("data", "score"),
           args={"name": "{model}"}, light=True),

@@ -106,7 +106,8 @@ def snakemake_rules(p: Params) -> list[Rule]:
         first = next(iter(jobs.values()))
         key = "model" if first.stage.over == MODEL else "row"
         rules[i] = Rule(stage, key, tuple(jobs), lambda wc, jobs=jobs, key=key: _rule_inputs(jobs[wc[key]]),
-                        {k: v.replace("{n}", p.run.name) for k, v in first.stage.outputs.items()},
+                        {k: v.replace("{n}", p.run.name) for k, v in first.stage.outputs.items()
+                         if k in first.outputs},
                         f"logs/{p.run.name}/{stage}/{{{key}}}.log",
                         lambda wc, jobs=jobs, key=key: _fingerprint(p, jobs[wc[key]]),
                         job_gpus(p, first), first.stage.light,

@@ -252,8 +252,10 @@ def test_score_stage_passes_the_crosscheck_keys(files, tmp_path, monkeypatch):
         calls.append(kwargs)
         return {"fid_inception": 2.0, cc.FID_KEY: 2.1, cc.REL_DIFF_KEY: 0.05}
     monkeypatch.setattr(stage, "score", spy)
+    monkeypatch.setattr(stage, "load_extractor", lambda *a, **k: "inception")   # the stage loads it before scoring
     args = argparse.Namespace(params=str(ROOT / "params.yaml"), configfile=[str(over)], device="cpu", setting="",
-                              scales="all", name="m", samples=str(tmp_path / "s.npz"), real=str(files["ref_npz"]),
+                              scales="all", job="", name="m", samples=str(tmp_path / "s.npz"), seed_samples="",
+                              sample_metrics="", real=str(files["ref_npz"]),
                               evalnet="unused.pt", untrained=None, scores=str(tmp_path / "scores.json"))
     np.savez(args.samples, images=files["samples"])  # no labels: no evalnet class accuracy
     summary = stage.main(args, logging.getLogger("test"))

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 
 import pandas as pd
-
 import paper_md
+import pytest
+
 from eval import paper
 from eval.released import STORED_REFERENCE_STATS
 from eval.row_tables import build_table2, build_table3, table2_markdown, table3_markdown
-from eval.tables import COLUMNS, LEARNING_COLUMNS, RELEASE_COLUMNS, build_table1, table1_markdown
+from eval.tables import COLUMNS, LEARNING_COLUMNS, RELEASE_COLUMNS, SD_COLUMNS, build_table1, table1_markdown
 
 D16_PARAMS = 310_283_520
 
@@ -40,7 +41,7 @@ def test_table1_has_all_paper_rows_then_the_measured_ones():
     models = [("var-d4", evalnet_scores(7.0), {"num_params": 2_000_000}, {"seconds_per_image": 0.5, "steps": 5}),
               ("var-d6", evalnet_scores(6.0), {"num_params": 4_000_000}, {"seconds_per_image": 1.0, "steps": 5})]
     df = table1(models)
-    assert list(df.columns) == [*COLUMNS, *LEARNING_COLUMNS, *RELEASE_COLUMNS]
+    assert list(df.columns) == [*COLUMNS, *LEARNING_COLUMNS, *RELEASE_COLUMNS, *SD_COLUMNS]
     assert list(df.source) == ["paper"] * 26 + ["measured"] * 3
     assert list(df.model) == [r.model for r in paper.TABLE1] + ["var-d4", "var-d6", "validation data"]
     # measured rows: values from their JSONs, time relative to the largest measured model
@@ -149,3 +150,34 @@ def test_table2_paper_rows_equal_the_printed_table():
     assert meas.loc["var-hires-s", "time"] == 1.0 and meas.loc["var-hires-s", "resolution"] == 64
     md = table2_markdown(df)
     assert "| 0.5† |" in md and "| 25† |" in md and "recalled" not in md
+
+
+def _seed_scores(fids, name="x"):
+    fids = [float(f) for f in fids]
+    mean = sum(fids) / len(fids)
+    out = {"name": name, "fid_evalnet": mean, "is_evalnet": 2.0, "precision_evalnet": 0.5, "recall_evalnet": 0.5,
+           "num_seeds": len(fids), "evaluation_label": "FID-500"}
+    if len(fids) > 1:
+        sd = (sum((f - mean) ** 2 for f in fids) / (len(fids) - 1)) ** 0.5
+        out.update(fid_evalnet_sd=sd, fid_evalnet_per_seed=fids)
+    return out
+
+
+def test_seed_spread_in_table1_and_significance_in_table3():
+    # Table 1: mean ± sd of the seeds, and the evaluation label
+    df = build_table1([("m", _seed_scores([5.0, 5.2, 5.1]), {"num_params": 10}, {"seconds_per_image": 1.0})], None)
+    row = df[df.source == "measured"].iloc[0]
+    assert row.FID == pytest.approx(5.1) and row.FID_sd == pytest.approx(0.1) and row.seeds == 3
+    assert row.evaluation == "FID-500"
+    assert "| 5.10 ± 0.10 |" in table1_markdown(df)
+    # Table 3: 5.1 ± 0.1 -> 6.0 ± 0.1: |delta| 0.9 > 2 sqrt(0.02) = 0.283 (significant); 6.0 ± 0.1 -> 6.2 ± 0.1:
+    # 0.2 < 0.283 (not significant); a one-seed row: not assessable
+    recipe = {"kind": "var", "depth": 2, "adaln": True, "attn_l2_norm": True, "top_k": 0, "cfg": 0.0}
+    sm = {"seconds_per_image": 1.0, "flops_per_image": 1.0, "steps": 3}
+    rows = [(n, recipe, _seed_scores(f), {"num_params": 10}, sm)
+            for n, f in (("a", [5.0, 5.2, 5.1]), ("b", [5.9, 6.1, 6.0]), ("c", [6.1, 6.3, 6.2]), ("d", [9.0]))]
+    t3 = build_table3(rows).set_index("row")
+    assert pd.isna(t3.loc["a", "step_vs_previous"])
+    assert t3.loc["b", "step_vs_previous"] == "significant"
+    assert t3.loc["c", "step_vs_previous"] == "not significant"
+    assert t3.loc["d", "step_vs_previous"] == "not assessable (one seed)"

@@ -419,12 +419,16 @@ def test_score_stage_passes_the_inception_pin(tmp_path, monkeypatch):
         calls.append(kwargs)
         return {"fid_inception": 1.0}
     monkeypatch.setattr(stage, "score", spy)
+    loads = []
+    monkeypatch.setattr(stage, "load_extractor", lambda name, **kw: loads.append(kw) or name)
     good = "0123456789abcdef" * 4
     args = _stage_args(tmp_path, {"score": {"extractor": "inception", "inception_weights": "w.pth",
                                             "inception_weights_sha256": good}},
-                       name="m", samples=str(tmp_path / "s.npz"), real="r.npz", evalnet="e.pt", untrained=None,
+                       name="m", samples=str(tmp_path / "s.npz"), seed_samples="", sample_metrics="", real="r.npz",
+                       evalnet="e.pt", untrained=None,
                        scores=str(tmp_path / "scores.json"))
     import numpy as np
-    np.savez(args.samples, images=np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez(args.samples, images=np.zeros((2, 32, 32, 3), np.uint8))     # the default data.image_size
     stage.main(args, logging.getLogger("test"))
-    assert calls[0]["expected_sha256"] == good and calls[0]["weights_path"] == "w.pth"
+    assert loads[0]["expected_sha256"] == good and loads[0]["weights_path"] == "w.pth"   # the pin reaches the loader
+    assert len(calls) == 1

@@ -27,6 +27,12 @@ def block_seed(seed: int, block: int) -> int:
     return seed * 100003 + block
 
 
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The base seed of the `repeat`-th sampling of the same images (score.seeds: mean +- sd over repeats); repeat 0
+    is the seed itself, so one repeat gives exactly the usual samples."""
+    return seed + 1_000_003 * repeat
+
+
 def block_bounds(n: int, block_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + block_size, n)) for s in range(0, n, block_size)]
 
@@ -118,5 +124,5 @@ def gather_to_file(blocks: dict, labels_N: np.ndarray, out_path: str | Path, blo
     return images
 
 
-__all__ = ["block_seed", "block_bounds", "to_uint8", "generate_blocks", "shard_path", "gather_to_file",
+__all__ = ["block_seed", "repeat_seed", "block_bounds", "to_uint8", "generate_blocks", "shard_path", "gather_to_file",
            "atomic_savez_reproducible"]

@@ -7,6 +7,7 @@ spread over the N GPUs and the file is byte-identical to a one-process run (var/
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from var.checkpoint import load_matching_checkpoint
 from var.distributed import all_reduce_sum, init_from_env
 from var.engine import GenerationEngine
 from var.io import atomic_write_json, save_image_grid
-from var.sharded_sampling import gather_to_file, generate_blocks
+from var.sharded_sampling import atomic_savez_reproducible, gather_to_file, generate_blocks, repeat_seed
 
 
 def main(args, log) -> dict:
@@ -47,6 +48,21 @@ def main(args, log) -> dict:
     # Time column: sampler seconds summed over the GPUs per image (comparable across world sizes).
     seconds = float(all_reduce_sum([seconds], device)[0])
     images_NHW3 = gather_to_file(blocks, labels_N, args.samples, sc.batch_size, world)
+    if args.seed_samples:                # score.seeds > 1: the same images under further sampling seeds
+        extra = {}
+        for i in range(1, p.score.seeds):
+            more, t = generate_blocks(var, vqvae, labels_N, block_size=sc.batch_size, seed=repeat_seed(sc.seed, i),
+                                      world=world, engine=engine, cfg=sc.cfg, top_k=sc.top_k, top_p=sc.top_p,
+                                      more_smooth=sc.more_smooth)
+            tmp = f"{args.seed_samples}.seed{i}.npz"
+            imgs = gather_to_file(more, labels_N, tmp, sc.batch_size, world)
+            if world.is_main:
+                extra[f"images_seed{i}"] = imgs
+                Path(tmp).unlink()
+        if world.is_main:
+            atomic_savez_reproducible(args.seed_samples, labels=labels_N,
+                                      seeds=np.asarray([repeat_seed(sc.seed, i) for i in range(p.score.seeds)]),
+                                      **extra)
     if not world.is_main:
         return {}
     save_image_grid(args.grid, images_NHW3, labels_N)
@@ -69,6 +85,7 @@ def cli(argv=None):
     ap.add_argument("--samples", required=True, help="output: samples .npz")
     ap.add_argument("--grid", required=True, help="output: PNG grid")
     ap.add_argument("--metrics", required=True, help="output: generation timing JSON")
+    ap.add_argument("--seed-samples", default="", help="output (score.seeds > 1): the images under further seeds")
     run_stage("sample", main, ap, argv)
 
 
