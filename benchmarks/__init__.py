@@ -4,6 +4,7 @@ the current numbers):
 
     python -m benchmarks.bench_generate      generation throughput, d16-d30 (engine modes, breakdown, kernels)
     python -m benchmarks.bench_vqvae         VQVAE decode / encode throughput and encode token agreement
+    python -m benchmarks.bench_tokens        the tokens stage's strict-fp32 encoder: faster paths and their agreement
     python -m benchmarks.bench_train         training step throughput and peak memory (compile, recompute)
     python -m benchmarks.bench_e2e           50k samples generated and scored, as the sample and score stages do
     python -m benchmarks.bench_score         scoring 50k vs 10k, each metric timed

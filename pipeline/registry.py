@@ -84,8 +84,8 @@ STAGES: tuple[Stage, ...] = (
                    "summary": "metrics/{n}/tokenizer{t}.json"},
           params=("tokenizer",), metrics=("summary",), files=("tokenizer.pretrained",), args={"kind": "vqvae"},
           light=True, gpus="none"),
-    Stage("tokens", "tokens", TOKENIZER, inputs={"tokenizer": "tokenizer.model", "train": "data.train",
-                                                 "val": "data.val"},
+    Stage("tokens", "tokens", TOKENIZER, gpus="many",
+          inputs={"tokenizer": "tokenizer.model", "train": "data.train", "val": "data.val"},
           outputs={"train_tokens": "runs/{n}/tokens{t}/train.npz", "val_tokens": "runs/{n}/tokens{t}/val.npz"},
           params=("data",)),
     # --- Table 1: one VAR per entry of `table1.models`

@@ -169,6 +169,40 @@ def _sample(rank: int, world: int, tmp: str, tag: str, block: int, fast: bool = 
         dist.destroy_process_group()
 
 
+def _tokens(rank: int, world: int, tmp: str, tag: str) -> None:
+    from pipeline.stages.tokens import encode_split
+    from var.distributed import current_world
+    from var.sharded_sampling import atomic_savez_reproducible
+    if world > 1:
+        _init(rank, world, tmp, tag)
+    torch.set_num_threads(1)
+    vq = load_model_checkpoint(Path(tmp) / "vq.pt", kind="vqvae")[0].eval()
+    w = current_world()
+    tok = encode_split(vq, Path(tmp) / "split.npz", vq.cfg.image_size, 4, torch.device("cpu"), False, "tokens", w,
+                       0, tmp)
+    if w.is_main:
+        atomic_savez_reproducible(Path(tmp) / f"{tag}.npz", **tok)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_sharded_tokens_are_byte_identical_across_world_sizes(tmp):
+    """The tokens stage's encode under torchrun: 2 processes write the token file of 1 (blocks of 4 over 15
+    images leave a short last block, taken by rank 0 of 2)."""
+    from var.data import write_split
+    _, vq, _, _ = make()
+    save_checkpoint(tmp / "vq.pt", vq, kind="vqvae")
+    H = vq.cfg.image_size
+    write_split(tmp / "split.npz", np.random.default_rng(0).integers(0, 256, (15, H, H, 3), dtype=np.uint8),
+                np.arange(15, dtype=np.int64) % NCLS)
+    _tokens(0, 1, str(tmp), "t1")
+    mp.spawn(_tokens, args=(2, str(tmp), "t2"), nprocs=2, join=True)
+    assert (tmp / "t1.npz").read_bytes() == (tmp / "t2.npz").read_bytes()
+    with np.load(tmp / "t2.npz", allow_pickle=False) as z:
+        assert z["idx_NL"].shape == (15, sum(p * p for p in PNS)) and (z["labels_N"] == np.arange(15) % NCLS).all()
+    assert not list(tmp.glob(".tokens-*")), "shards are removed after the merge"
+
+
 @pytest.mark.parametrize("fast", [False, True], ids=["plain", "engine"])
 def test_sharded_sampling_is_byte_identical_across_world_sizes(tmp, fast):
     var, vq, _, _ = make()
