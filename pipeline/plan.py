@@ -99,6 +99,8 @@ CONDITIONS = {
     "no_reference_batch": lambda p, ctx: not p.score.reference_batch,
     "import_tokenizer": lambda p, ctx: bool(p.tokenizer.pretrained) and not ctx.tok,   # the base tokenizer
     "import_var": lambda p, ctx: bool(p.models[ctx.model].pretrained),
+    "rejection_evalnet": lambda p, ctx: (p.rows[ctx.row].sampler.rejection.enabled
+                                         and not p.rows[ctx.row].sampler.rejection.classifier_weights),
 }
 # What an input is when its condition fails, if not absent: the standard evaluator's reference batch replaces the
 # validation split as the real side of the generated-sample scores.

@@ -162,7 +162,7 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
     run(["git", "commit", "-q", "-m", "ci run"], dvc)
     cfg = dvc / "configs/ci.yaml"
     raw = yaml.safe_load(cfg.read_text())
-    raw["sample"]["cfg"] = 3.0
+    raw["sample"]["sampler"] = {"cfg": 3.0}
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     repro = run([BIN / "dvc", "repro", "table1"], dvc)
     assert "Running stage 'sample_ci-d2'" in repro and "Running stage 'train_var_ci-d2'" not in repro
