@@ -1,5 +1,5 @@
 """Host side of a 50k run (bench_e2e.py, 2026-12-01 on an H200: 157.4 s of generation, 129.6 s of it in the sampler):
-the old uint8 conversion (strided .cpu(), numpy assignment into the sample array) against var.sharded_sampling.to_uint8
+the old uint8 conversion (strided .cpu(), numpy assignment into the sample array) against var.images.to_uint8
 (HWC made on the device, one dense copy into the array). Same bytes; median of 5 per block of 250."""
 import statistics
 import sys
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from var.sharded_sampling import to_uint8  # noqa: E402
+from var.images import to_uint8  # noqa: E402
 
 
 def old(img, out):
