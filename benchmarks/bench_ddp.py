@@ -37,10 +37,11 @@ from benchmarks.common import ROOT, print_table, write_result
 
 
 def build(depth: int, tiny: bool, seed: int = 0):
+    import dataclasses
+
     from var.config import VAR_PRESETS, VQVAE_PRESETS, VARConfig, VQVAEConfig
     from var.transformer import VAR
     from var.vqvae import VQVAE
-    import dataclasses
     torch.manual_seed(seed)
     if tiny:
         vq_cfg = VQVAEConfig(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1, using_sa=False,

@@ -25,7 +25,6 @@ from var.config import VAR_PRESETS, TrainConfig
 from var.train import make_loss_fn
 from var.transformer import VAR
 
-
 SETTINGS = {"resolution": 256, "dtype": "bfloat16 autocast", "optimizer": "AdamW fused",
             "attention": "sdpa + additive block-causal mask", "weights": "random", "drop_path": "on (train mode)",
             "label_dropout": "on"}

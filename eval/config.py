@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from var.config import Config, TrainConfig, check_sha256, param
+from var.config import Config, SamplerConfig, TrainConfig, check_sha256, param
+from var.config.sampling import without_rejection
 
 SEED = dict(ge=0, lt=2 ** 63)
 BOOTSTRAPPED = ("fd", "kid", "precision", "recall", "density", "coverage", "is")   # metrics with intervals
@@ -94,7 +95,7 @@ class ScalingConfig(Config):
     fig7_depths: tuple[int, ...] = param((), ge=1)              # rows of Fig. 7 (empty: smallest, middle, largest)
     fig7_fractions: tuple[float, ...] = param((0.2, 0.6, 1.0), **FRACTION)   # columns: fractions of the tokens
     fig7_classes: tuple[int, ...] = param((0, 1, 2, 3), ge=0)   # one sample per class in each cell
-    fig7_cfg: float = param(1.5, ge=0)
+    fig7_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(cfg=1.5))   # every cell's sampler
     fig7_teacher_force_scales: int = param(1, ge=0)   # first scales copied from a val image of the class (shared
     #                                                   coarse layout across cells, as the paper's Fig. 7); 0 = none
     seed: int = param(0, **SEED)
@@ -108,6 +109,7 @@ class ScalingConfig(Config):
                              "saved there)")
         if any(d not in self.depths for d in self.fig7_depths):
             raise ValueError("scaling.fig7_depths must be a subset of scaling.depths")
+        without_rejection(self.fig7_sampler, "scaling.fig7_sampler")
 
     @property
     def rows_fig7(self) -> tuple[int, ...]:

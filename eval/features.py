@@ -114,8 +114,9 @@ def check_uint8_images(images_NHW3: np.ndarray) -> np.ndarray:
         kind = "float" if np.issubdtype(a.dtype, np.floating) else str(a.dtype)
         rng = f" with values in [{a.min()}, {a.max()}]" if a.size else ""
         raise TypeError(f"images must be uint8 (N, H, W, 3) in [0, 255]; got {kind} ({a.dtype}){rng}. Convert "
-                        f"explicitly, e.g. (img01 * 255).round().clip(0, 255).astype(np.uint8); values outside "
-                        f"[0, 255] are out of range for this path")
+                        f"explicitly with var.images.unit_to_uint8 (images in [0, 1]: floor(clip(x, 0, 1) * 255 + 0.5), "
+                        f"the rounding of every stored sample); values outside [0, 255] are out of range for this "
+                        f"path")
     if a.ndim != 4 or a.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3) RGB, got shape {a.shape}")
     return a

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.metrics import feature_stats, frechet_distance
+from var.images import to_uint8
 from var.tokenizer_train import to_model_range
 
 SSIM_WINDOW = 11        # Wang et al. 2004: 11x11 circular-symmetric Gaussian window, sigma 1.5
@@ -97,7 +98,7 @@ def evaluate_tokenizer(vqvae, images_uint8_NHW3: np.ndarray, batch_size: int, de
             for k, idx_Bl in enumerate(vqvae.img_to_idx(img_B3HW)):
                 hits_KV[k] += torch.bincount(idx_Bl.flatten(), minlength=V)
             if features is not None:
-                recs.append(rec01.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy())
+                recs.append(to_uint8(rec01))
             n += B
     vqvae.train(was_training)
     usage_K = ((hits_KV > 0).double().mean(1) * 100).tolist()

@@ -17,10 +17,10 @@ from eval.seeds import Z_SIGNIFICANT, compare, summarize
 from eval.tables import EXTRACTOR_NOTES, extractor_of, human_count, metric
 
 T3_COLUMNS = ("row", "source", "#", "description", "kind", "model", "params", "AdaLN", "attn_norm", "top_k", "CFG",
-              "steps", "cost", "cost_flops", "FID", "FID_sd", "seeds", "dFID", "step_vs_previous", "IS", "extractor",
-              "note")
-T2_COLUMNS = ("model", "source", "type", "FID", "IS", "Pre", "Rec", "params", "steps", "time", "s_per_image",
-              "resolution", "extractor", "note")
+              "sampling", "steps", "cost", "cost_flops", "FID", "FID_sd", "seeds", "dFID", "step_vs_previous", "IS",
+              "extractor", "note")
+T2_COLUMNS = ("model", "source", "type", "sampling", "FID", "IS", "Pre", "Rec", "params", "steps", "time",
+              "s_per_image", "resolution", "extractor", "note")
 PAPER_EXTRACTOR = "inception"      # the paper's Tables 2 and 3: Inception FID / IS, 50k samples
 PAPER_T2_RESOLUTION = 512
 
@@ -29,15 +29,55 @@ def _yes(b: bool) -> str:
     return "yes" if b else "no"
 
 
+def sampling_label(sampler: Mapping, rejection: Mapping | None = None) -> str:
+    """How a row sampled, in words, e.g. 'CFG 4 linear ramp, top-k 19, top-p off' and, for a rejection-sampled
+    ("-re") row, '; rejection, threshold 0.5, acceptance 0.62 (1.61 candidates per image, 3 of 40 dropped)'.
+    `sampler`: a row's `sampler` (var.config.SamplerConfig as a dict); `rejection`: the measured counts of
+    sample_metrics.json (None before sampling: the label still says rejection)."""
+    cfg, k, p = sampler.get("cfg") or 0, sampler.get("top_k") or 0, sampler.get("top_p") or 0
+    sched = "constant" if sampler.get("cfg_schedule") == "constant" else "linear ramp"
+    parts = [f"CFG {cfg:g} {sched}" if cfg else "no CFG", f"top-k {k}" if k else "top-k off",
+             f"top-p {p:g}" if p else "top-p off"] + (["more smooth"] if sampler.get("more_smooth") else [])
+    text = ", ".join(parts)
+    threshold = (rejection or {}).get("threshold", (sampler.get("rejection") or {}).get("threshold", 0))
+    if rejection:
+        text += (f"; rejection, threshold {threshold:g}, acceptance {rejection['acceptance_rate']:.3f} "
+                 f"({rejection['candidates_per_image']:.2f} candidates per image, {rejection['dropped']} of "
+                 f"{rejection['requested']} dropped)")
+    elif threshold:
+        text += f"; rejection, threshold {threshold:g}, acceptance not measured"
+    return text
+
+
+SAMPLING_NOTE = ("- `sampling` (measured rows): the row's sampler -- CFG with the reference's linear ramp (t = cfg k/(K-1) "
+                 "at scale k) or constant (t = cfg), top-k, top-p. A rejection-sampled row (\"-re\") keeps only images "
+                 "whose target class a classifier gives probability >= threshold (images with no accepted candidate "
+                 "are dropped, and counted); its acceptance rate is accepted / candidates drawn, and its cost and FLOPs "
+                 "count every candidate.")
+
+
+def is_rejection(recipe: Mapping) -> bool:
+    return bool(((recipe.get("sampler") or {}).get("rejection") or {}).get("threshold"))
+
+
+def row_description(recipe: Mapping) -> str:
+    """The description column: a rejection-sampled row is marked "-re" (as the paper's Table 1 marks them)."""
+    desc = recipe.get("description", "")
+    return f"{desc} (-re)".strip() if is_rejection(recipe) else desc
+
+
 def measured_row3(name: str, recipe: Mapping, scores: Mapping, train_metrics: Mapping, sample_metrics: Mapping) -> dict:
     ex = extractor_of(scores)
     kind = recipe["kind"]
     model = kind.upper() + (f"-d{recipe['depth']}" if "depth" in recipe else "")
-    return {"row": name, "source": "measured", "#": "", "description": recipe.get("description", ""),
+    sp = recipe.get("sampler") or {}
+    cfg = sp.get("cfg") or 0
+    return {"row": name, "source": "measured", "#": "", "description": row_description(recipe),
             "kind": kind, "model": model, "params": human_count(train_metrics.get("num_params")),
             "AdaLN": ("shared" if recipe.get("shared_aln") else "yes") if recipe.get("adaln") else "no",
-            "attn_norm": _yes(recipe.get("attn_l2_norm")), "top_k": str(recipe.get("top_k") or "no"),
-            "CFG": str(recipe.get("cfg") or "no"), "steps": sample_metrics.get("steps"),
+            "attn_norm": _yes(recipe.get("attn_l2_norm")), "top_k": str(sp.get("top_k") or "no"),
+            "CFG": (f"{cfg} constant" if sp.get("cfg_schedule") == "constant" else str(cfg)) if cfg else "no",
+            "sampling": sampling_label(sp, sample_metrics.get("rejection")), "steps": sample_metrics.get("steps"),
             "FID": metric(scores, "fid", ex), "IS": metric(scores, "is", ex), "extractor": ex, "note": "",
             "FID_sd": scores.get(f"fid_{ex}_sd"), "seeds": scores.get("num_seeds"),
             "_fid_seeds": scores.get(f"fid_{ex}_per_seed") or [metric(scores, "fid", ex)],
@@ -147,7 +187,7 @@ def table3_markdown(df: pd.DataFrame) -> str:
               "- `cost`: generation wall-clock per image relative to the first row (paper: relative to row 1); "
               "`cost_flops`: the same ratio of analytic transformer FLOPs (eval/complexity.py, KV cache, "
               "both samplers run conditional + unconditional halves); `steps`: sequential sampler steps (AR: one "
-              "per token, VAR: one per scale); `dFID` = FID - FID(first row).", ""]
+              "per token, VAR: one per scale); `dFID` = FID - FID(first row).", SAMPLING_NOTE, ""]
     return "\n".join(lines)
 
 
@@ -166,11 +206,12 @@ def build_table2(rows: list[tuple[str, Mapping, Mapping, Mapping, Mapping]], val
     for name, recipe, scores, tm, sm in rows:
         ex = extractor_of(scores)
         out.append({"model": name, "source": "measured", "type": recipe["kind"].upper(),
+                    "sampling": sampling_label(recipe.get("sampler") or {}, sm.get("rejection")),
                     "FID": metric(scores, "fid", ex), "IS": metric(scores, "is", ex),
                     "Pre": metric(scores, "precision", ex), "Rec": metric(scores, "recall", ex),
                     "params": human_count(tm.get("num_params")), "steps": sm.get("steps"),
                     "s_per_image": sm.get("seconds_per_image"), "resolution": resolution, "extractor": ex,
-                    "note": recipe.get("description", ""), "_n": tm.get("num_params")})
+                    "note": row_description(recipe), "_n": tm.get("num_params")})
     timed = [r for r in out if r["s_per_image"] and r["_n"]]
     if timed:
         largest = max(timed, key=lambda r: r["_n"])
@@ -203,5 +244,5 @@ def table2_markdown(df: pd.DataFrame) -> str:
               "setting (twice the base resolution, shared AdaLN as var-d36-s), scored with its own evaluation "
               "network -- compare measured rows with each other and with the validation-data floor, not with the "
               "paper.",
-              *(f"- {EXTRACTOR_NOTES.get(e, e)}" for e in ex), ""]
+              *(f"- {EXTRACTOR_NOTES.get(e, e)}" for e in ex), SAMPLING_NOTE, ""]
     return "\n".join(lines)

@@ -32,13 +32,21 @@ def row_metrics(p, row: str, root: Path = Path(".")) -> dict:
     return out
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested recipe keys as dotted ones ('sampler.cfg', 'sampler.rejection.threshold')."""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def compare(p, a: str, b: str, root: Path = Path(".")) -> dict:
     for r in (a, b):
         if r not in p.rows:
             raise SystemExit(f"unknown row {r!r}; rows in params: {', '.join(p.rows)}")
-    rec = params_to_dict(p)["rows"]
+    rec = {r: _flat(v) for r, v in params_to_dict(p)["rows"].items()}
     ma, mb = row_metrics(p, a, root), row_metrics(p, b, root)
-    recipe = {k: (rec[a][k], rec[b][k]) for k in rec[a] if k != "train" and rec[a][k] != rec[b][k]}
+    recipe = {k: (rec[a][k], rec[b][k]) for k in rec[a] if not k.startswith("train.") and rec[a][k] != rec[b][k]}
     metrics = {k: (ma.get(k), mb.get(k), (mb[k] - ma[k]) if k in ma and k in mb else None)
                for k in sorted(set(ma) | set(mb))}
     return {"rows": [a, b], "recipe_diff": recipe, "metrics": metrics}

@@ -255,7 +255,8 @@ def _rows(raw: Mapping, seed: int) -> dict:
                           f"setting is {out['rows'][ablation.row].setting!r}; run it with its table)")
     out["ablation"] = ablation
     for name, row in out["rows"].items():
-        _check_top_k(row.top_k, setting_params(row.setting).tokenizer.model.vocab_size, f"rows.{name}.top_k")
+        _check_top_k(row.sampler.top_k, setting_params(row.setting).tokenizer.model.vocab_size,
+                     f"rows.{name}.sampler.top_k")
     return out
 
 
@@ -286,17 +287,19 @@ def build_params(raw: Mapping) -> Params:
     if missing:
         raise ConfigError(f"table1.models names {missing} not in 'models' ({', '.join(models)})")
     sample = build_config(SampleConfig, seeded(SampleConfig, raw.get("sample"), seed), "sample")
-    _check_top_k(sample.top_k, tokenizer.model.vocab_size, "sample.top_k")
+    _check_top_k(sample.sampler.top_k, tokenizer.model.vocab_size, "sample.sampler.top_k")
     zeroshot = build_config(ZeroShotConfig, seeded(ZeroShotConfig, raw.get("zeroshot"), seed), "zeroshot")
-    _check_top_k(zeroshot.top_k, tokenizer.model.vocab_size, "zeroshot.top_k")
+    _check_top_k(zeroshot.sampler.top_k, tokenizer.model.vocab_size, "zeroshot.sampler.top_k")
     if zeroshot.model and zeroshot.model not in (table1.models or tuple(models)):
         raise ConfigError(f"zeroshot.model {zeroshot.model!r} is not a table1 model "
                           f"({', '.join(table1.models or tuple(models))})")
+    scaling = _scaling(raw, seed)
+    _check_top_k(scaling.fig7_sampler.top_k, tokenizer.model.vocab_size, "scaling.fig7_sampler.top_k")
     return Params(seed=seed, data=data, tokenizer=tokenizer, models=models, sample=sample,
                   evalnet=build_config(EvalNetConfig, seeded(EvalNetConfig, raw.get("evalnet"), seed), "evalnet"),
                   score=build_config(ScoreConfig, raw.get("score"), "score"), table1=table1,
                   run=build_config(RunConfig, raw.get("run"), "run"),
-                  scaling=_scaling(raw, seed), zeroshot=zeroshot, **_rows(raw, seed),
+                  scaling=scaling, zeroshot=zeroshot, **_rows(raw, seed),
                   tokenizer_ablation=build_config(TokenizerAblationConfig, seeded(
                       TokenizerAblationConfig, raw.get("tokenizer_ablation"), seed), "tokenizer_ablation"),
                   resources=build_config(ResourcesConfig, raw.get("resources"), "resources"))

@@ -102,6 +102,8 @@ CONDITIONS = {
     "ablation": lambda p, ctx: bool(p.ablation.row),
     "ar_rows": lambda p, ctx: any(r.kind == "ar" for r in p.rows.values()),
     "several_seeds": lambda p, ctx: p.score.seeds > 1,
+    "rejection_evalnet": lambda p, ctx: (p.rows[ctx.row].sampler.rejection.enabled
+                                         and not p.rows[ctx.row].sampler.rejection.classifier_weights),
 }
 # What an input is when its condition fails, if not absent: the standard evaluator's reference batch replaces the
 # validation split as the real side of the generated-sample scores.

@@ -145,7 +145,10 @@ STAGES: tuple[Stage, ...] = (
                    "curves": "metrics/{n}/plots/train_row_{row}.png"},
           params=("seed", "data.num_classes", "rows.{row}"), plots=("curves",),
           state="runs/{n}/state/train_row/{row}", args={"row": "{row}"}),
-    Stage("sample_row", "sample_row", ROW, inputs={"model": "train_row.model", "tokenizer": "tokenizer.model"},
+    # A rejection-sampled row reads its classifier: the setting's evaluation network, or a weights file in params.
+    Stage("sample_row", "sample_row", ROW, inputs={"model": "train_row.model", "tokenizer": "tokenizer.model",
+                                                   "classifier": "evalnet.model"},
+          when={"classifier": "rejection_evalnet"}, files=("rows.{row}.sampler.rejection.classifier_weights",),
           outputs={"samples": "runs/{n}/rows/{row}/samples.npz", "grid": "runs/{n}/rows/{row}/grid.png",
                    "metrics": "runs/{n}/rows/{row}/sample_metrics.json"},
           params=("seed", "sample", "rows.{row}"), args={"row": "{row}"}),
@@ -223,12 +226,14 @@ STAGES: tuple[Stage, ...] = (
           params=("scaling",), metrics=("metrics",), plots=("plot_n", "plot_c"), light=True, gpus="none"),
     Stage("fig7", "fig7", SINGLE, inputs={"snapshots": "scaling_train.snapshots", "tokenizer": "tokenizer.model",
                                           "val_tokens": "tokens.val_tokens"},
-          outputs={"figure": "results/{n}/fig7.png"}, params=("seed", "scaling"), light=True),
+          outputs={"figure": "results/{n}/fig7.png"},
+          params=("seed", "scaling", "sample.fast", "sample.precision", "sample.compile"), light=True),
     Stage("zeroshot", "zeroshot", SINGLE, table="table1",
           inputs={"model": "*train_var.model", "tokenizer": "tokenizer.model", "val": "data.val"},
           outputs={"inpaint": "results/{n}/zeroshot/inpaint.png", "outpaint": "results/{n}/zeroshot/outpaint.png",
                    "edit": "results/{n}/zeroshot/edit.png", "metrics": "metrics/{n}/zeroshot.json"},
-          params=("seed", "zeroshot", "table1"), metrics=("metrics",), light=True),
+          params=("seed", "zeroshot", "table1", "sample.fast", "sample.precision", "sample.compile"),
+          metrics=("metrics",), light=True),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}

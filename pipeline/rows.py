@@ -1,5 +1,7 @@
 """Rows of Tables 2 and 3 as data: params.yaml `rows.<name>` is one full recipe (model kind and switches, sampler,
 resolution setting, training), and `table2.rows` / `table3.rows` list which rows each table shows, in order.
+A row's `sampler` is the one sampler schema (var.config.SamplerConfig): any variant -- constant CFG, no CFG, top-k /
+top-p off, rejection sampling -- is a row that reuses a trained model (`model_from`) with other sampler keys.
 
 Adding a row is a params change: the DAG (pipeline/plan.py) gets `train_row` / `sample_row` / `score_row` jobs for
 every row of a table, writing `runs/rows/<name>/{model.pt,metrics.json,samples.npz,sample_metrics.json,
@@ -21,6 +23,7 @@ from var.config import (
     ARConfig,
     Config,
     ConfigError,
+    SamplerConfig,
     TrainConfig,
     VARConfig,
     VQVAEConfig,
@@ -49,9 +52,9 @@ class RowConfig(Config):
     adaln: bool = True           # per-block class AdaLN; off: plain LayerNorm, class only as the start token
     shared_aln: bool = False     # one shared AdaLN projection for all blocks (the 512 px var-d36-s model)
     attn_l2_norm: bool = True    # q/k L2 normalisation with a learnable scale; off: ordinary attention
-    top_k: int = param(0, ge=0)  # sampler: 0 = off
-    top_p: float = param(0.0, ge=0, lt=1)   # sampler: 0 = off
-    cfg: float = param(0.0, ge=0)   # classifier-free guidance scale: 0 = off (the null class is ignored)
+    # how the row samples (var/config/sampling.py): cfg (0 = off), cfg_schedule, top_k / top_p (0 = off),
+    # more_smooth (VAR only) and rejection (a "-re" row, labelled as such in every table)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     cond_drop_rate: float = param(0.1, ge=0, le=1)   # label dropout in training (what makes CFG possible)
     setting: str = ""            # '' = the base params; else a key of `settings` (e.g. 'hires' for Table 2)
     model_from: str = ""         # reuse the trained model of this row or table1 model (its recipe must be equal;
@@ -70,6 +73,8 @@ class RowConfig(Config):
                              f"depth), got depth {self.depth}, heads {self.heads}, width {self.width}")
         if self.shared_aln and not self.adaln:
             raise ValueError("shared_aln needs adaln")
+        if self.kind == "ar" and self.sampler.more_smooth:
+            raise ValueError("sampler.more_smooth is a VAR sampler option (soft token maps); AR rows draw hard tokens")
         if self.kind == "ar" and self.setting:
             raise ValueError("AR rows exist only at the base setting (there is one single-scale tokenizer stage, "
                              "tokenizer_ar)")

@@ -139,6 +139,7 @@ def test_arconfig_rejects_several_scales():
 def test_var_only_train_switches_are_refused_for_ar(tmp_path):
     """Recompute and per-block compilation hook into VAR.forward; AR's trainer run says so instead of a TypeError."""
     import numpy as np
+
     from var.config import build_config
     from var.train import TrainConfig, train_var
     toks = {"idx_NL": np.zeros((4, 16), np.int16), "labels_N": np.zeros(4, np.int64), "patch_nums": np.array([4])}

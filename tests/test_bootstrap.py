@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from eval.bootstrap import (BootstrapConfig, _resample_radii, bootstrap_fd, bootstrap_generic, bootstrap_kid,
-                            bootstrap_knn, counts_of, percentile_interval, resample_indices)
+from eval.bootstrap import (
+    BootstrapConfig,
+    _resample_radii,
+    bootstrap_fd,
+    bootstrap_generic,
+    bootstrap_kid,
+    bootstrap_knn,
+    counts_of,
+    percentile_interval,
+    resample_indices,
+)
 from eval.kid import mmd2_unbiased
 from eval.metrics import FrechetReference, feature_stats, frechet_distance, precision_recall
 from eval.prdc import density_coverage

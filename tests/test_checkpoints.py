@@ -6,11 +6,10 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import fixture_path
-from var.checkpoint import (CheckpointMismatchError, load_model_checkpoint, load_official_state_dict,
-                            save_checkpoint)
-from var.config import VAR_PRESETS, VQVAE_PRESETS, VARConfig, VQVAEConfig
+
+from var.checkpoint import CheckpointMismatchError, load_model_checkpoint, load_official_state_dict, save_checkpoint
+from var.config import VAR_PRESETS, VQVAE_PRESETS, VARConfig
 from var.io import ArtifactError
 from var.transformer import VAR
 from var.vqvae import VQVAE

@@ -26,11 +26,11 @@ from PIL import Image
 import eval.cleanfid_check as cc
 from eval.features import Extractor
 from eval.inception import MissingWeightsError, WeightsHashError, sha256_file
-from var.weights import RefusedWeightsError
 from eval.metrics import feature_stats, frechet_distance
 from eval.score import score, write_scores
 from eval.tables import extractor_of
 from pipeline.params import ConfigError, build_params, load_params, load_raw
+from var.weights import RefusedWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTIVE = 16  # features of the fake that vary; N images > ACTIVE + 1 keeps their covariance block non-singular

@@ -9,8 +9,20 @@ import torch
 from PIL import Image
 
 from var.config import ConfigError, build_config
-from var.data import (SHAPE_FAMILIES, CorruptImageError, DataConfig, DatasetError, ImageSplit, class_names,
-                      index_imagefolder, load_split_arrays, make_shapes, materialise, write_index, write_split)
+from var.data import (
+    SHAPE_FAMILIES,
+    CorruptImageError,
+    DataConfig,
+    DatasetError,
+    ImageSplit,
+    class_names,
+    index_imagefolder,
+    load_split_arrays,
+    make_shapes,
+    materialise,
+    write_index,
+    write_split,
+)
 
 
 # -------------------------------------------------------------------------------------------------- shapes

@@ -11,8 +11,18 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-from eval.dinov2 import (IMAGENET_MEAN, IMAGENET_STD, VITL14, DINOv2Features, DinoV2ViT, ViTConfig,
-                         check_state_dict, expected_shapes, load_dinov2, preprocess)
+from eval.dinov2 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VITL14,
+    DINOv2Features,
+    DinoV2ViT,
+    ViTConfig,
+    check_state_dict,
+    expected_shapes,
+    load_dinov2,
+    preprocess,
+)
 from eval.inception import MissingWeightsError, WeightsHashError
 from var.io import ArtifactError
 

@@ -166,6 +166,7 @@ def test_engine_blocks_are_world_size_independent():
     """generate_blocks with the engine: the same seeds per block as the plain path, so 2 ranks' blocks together are
     the 1-rank file, and the images equal the plain sampler's to uint8 rounding."""
     import numpy as np
+
     from var.distributed import World
     from var.sharded_sampling import generate_blocks
     var, vq = tiny_models()
@@ -210,6 +211,7 @@ def test_compiled_block_is_one_graph_for_every_block_even_with_float_specialisat
     rate; with float specialisation (torch 2.11's default) reading it in eval mode made every block a recompile, and
     after 8 dynamo ran the rest eagerly (measured on an H200). A few graphs (scale length 1 is specialised) only."""
     import torch._dynamo.utils as du
+
     from var.transformer import AdaLNSelfAttn
     var = VAR(VARConfig(depth=10, num_classes=5, vocab_size=64, z_channels=8, patch_nums=PN, embed_dim_override=64,
                         num_heads_override=2, drop_path_rate_override=0.1)).eval()
@@ -234,6 +236,7 @@ def test_engine_compiled_calls_raise_the_recompile_limit_only_for_themselves():
     function; the engine's wrapper lets its calls compile them instead of silently falling back to eager."""
     import torch._dynamo.config as dc
     import torch._dynamo.utils as du
+
     from var.engine import _with_compile_limit
     key = "recompile_limit" if hasattr(dc, "recompile_limit") else "cache_size_limit"
     default = getattr(dc, key)
@@ -255,6 +258,7 @@ def test_priming_runs_the_graphs_sampling_uses_largest_scale_first():
     later calls at another batch then compile nothing new, so the first launch of every kernel (where Inductor picks
     its launch configuration) was the priming's. The runner's compiled scale steps still equal the eager ones."""
     import torch._dynamo.utils as du
+
     from var.engine import GraphRunner, prime_compiled
     from var.transformer import AdaLNSelfAttn
     var, _ = tiny_models()

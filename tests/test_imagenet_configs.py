@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import fixture_path
 
 from pipeline.params import load_params
 from var.config import build_config, config_to_dict
@@ -23,8 +24,6 @@ from var.reference_args import REFERENCE_TRAIN_DEFAULTS, train_config_from_refer
 from var.schedule import lr_wd_at
 from var.train import SPEED_ONLY_KEYS, TrainConfig, schedule_lengths
 from var.transformer import VAR
-
-from conftest import fixture_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_SCHEDULE = fixture_path("fixture_lr_schedule.json")

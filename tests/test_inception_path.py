@@ -16,8 +16,13 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 
 import eval.features as features_mod
 from eval.features import check_uint8_images, content_sha256, extract_features, load_extractor
-from eval.inception import (WEIGHTS_FILE_NAME, MissingWeightsError, WeightsHashError, resize_like_tf1,
-                            write_random_inception_weights)
+from eval.inception import (
+    WEIGHTS_FILE_NAME,
+    MissingWeightsError,
+    WeightsHashError,
+    resize_like_tf1,
+    write_random_inception_weights,
+)
 from eval.metrics import feature_stats, frechet_distance, frechet_distance_torch
 from eval.score import score, write_scores
 

@@ -36,6 +36,7 @@ def test_kid_equals_torch_fidelity_with_the_same_subsets():
 
 def test_kid_defaults_are_torch_fidelitys():
     from torch_fidelity.defaults import DEFAULTS
+
     from eval import kid as kid_module
     assert (kid_module.SUBSETS, kid_module.SUBSET_SIZE, kid_module.SEED) == (
         DEFAULTS["kid_subsets"], DEFAULTS["kid_subset_size"], DEFAULTS["rng_seed"])

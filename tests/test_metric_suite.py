@@ -64,7 +64,7 @@ def test_suite_reference_stats_bootstrap_selection_and_names():
 
 
 def test_suite_inception_score_and_its_interval_from_logits():
-    from eval.bootstrap import bootstrap_generic, percentile_interval, resample_indices
+    from eval.bootstrap import percentile_interval, resample_indices
     from eval.metrics import inception_score
     real, fake = _sets()
     logits = torch.from_numpy(np.random.default_rng(5).normal(size=(240, 12)) * 2)

@@ -11,8 +11,14 @@ import torch
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from eval.metrics import (feature_stats, frechet_distance, frechet_distance_torch, inception_score, knn_radii,
-                          precision_recall)
+from eval.metrics import (
+    feature_stats,
+    frechet_distance,
+    frechet_distance_torch,
+    inception_score,
+    knn_radii,
+    precision_recall,
+)
 
 
 def _feats(seed, n=300, d=24, scale=1.0):

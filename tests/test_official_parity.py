@@ -13,9 +13,9 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import PARITY_DEFAULT, fixture_paths
 from reference_fixture import load_fixture
+
 from var.checkpoint import configs_from_reference, load_official_state_dict
 from var.sampling import sample
 from var.transformer import VAR

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
+import paper_md
 import pytest
 
-import paper_md
 from eval import paper
 from eval.released import FID_TOLERANCE
 

@@ -100,10 +100,11 @@ def test_top_level_seed_is_the_default_of_section_seeds():
 
 def test_override_file_merges_and_names_the_files(tmp_path):
     over = tmp_path / "over.yaml"
-    over.write_text(yaml.safe_dump({"sample": {"cfg": 3.0}}))
+    over.write_text(yaml.safe_dump({"sample": {"sampler": {"cfg": 3.0}}}))
     p = load_params(ROOT / "params.yaml", [over])
     base = load_params(ROOT / "params.yaml")
-    assert p.sample.cfg == 3.0 and p.sample.per_class == base.sample.per_class
+    assert p.sample.sampler.cfg == 3.0 and p.sample.per_class == base.sample.per_class
+    assert p.sample.sampler.top_k == base.sample.sampler.top_k == 19      # a nested section merges key by key
     over.write_text(yaml.safe_dump({"sample": {"cgf": 3.0}}))
     with pytest.raises(ConfigError, match=r"over\.yaml.*sample\.cgf"):
         load_params(ROOT / "params.yaml", [over])

@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from eval.evalnet import EvalNetConfig
-from pipeline.params import (SECTIONS, ConfigError, SampleConfig, ScoreConfig, Table1Config, build_params,
-                             load_raw, params_to_dict)
-from var.config import VARConfig, VQVAEConfig, build_config, config_to_dict
+from pipeline.params import (
+    SECTIONS,
+    ConfigError,
+    SampleConfig,
+    ScoreConfig,
+    Table1Config,
+    build_params,
+    load_raw,
+    params_to_dict,
+)
+from var.config import RejectionConfig, VARConfig, VQVAEConfig, build_config, config_to_dict
 from var.data import DataConfig
 from var.tokenizer_train import TokenizerTrainConfig
 from var.train import TrainConfig
@@ -130,8 +139,11 @@ def test_unknown_key_at_any_depth_is_named_exactly(node, key, value):
 @FAST
 @given(sample=st.fixed_dictionaries({
            "per_class": st.integers(1, 10 ** 6), "batch_size": st.integers(1, 4096),
-           "cfg": st.floats(0, 20, allow_nan=False), "top_k": st.integers(0, 64),        # the ci tokenizer: V = 64
-           "top_p": st.floats(0, 1, exclude_max=True), "more_smooth": st.booleans(), "seed": st.integers(0, 2 ** 31),
+           "sampler": st.fixed_dictionaries({
+               "cfg": st.floats(0, 20, allow_nan=False), "cfg_schedule": st.sampled_from(["linear", "constant"]),
+               "top_k": st.integers(0, 64),                                                 # the ci tokenizer: V = 64
+               "top_p": st.floats(0, 1, exclude_max=True), "more_smooth": st.booleans()}),
+           "seed": st.integers(0, 2 ** 31),
            "fast": st.just(True), "precision": st.sampled_from(["fp32", "bf16"]), "compile": st.booleans()}),
        train=st.fixed_dictionaries({
            "batch_size": st.integers(1, 2048), "max_steps": st.integers(0, 10 ** 6),
@@ -147,6 +159,7 @@ def test_valid_values_round_trip(sample, train, seed, depth):
     raw["models"][name]["model"]["depth"] = depth
     raw["models"][name]["model"]["embed_dim_override"] = 32 * depth     # heads (= depth) must divide the width
     p = build_params(raw)
+    sample = {**sample, "sampler": {**sample["sampler"], "rejection": dataclasses.asdict(RejectionConfig())}}
     assert dataclasses.asdict(p.sample) == sample
     got = config_to_dict(p.models[name].train)
     assert {k: got[k] for k in train} == train

@@ -5,12 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from var.config import VARConfig, build_config
-from var.train import (TrainConfig, blockwise_compiled_forward_loss, compiled_forward_loss, forward_loss,
-                       make_loss_fn, train_var)
+from var.config import VARConfig, VQVAEConfig, build_config
+from var.train import (
+    TrainConfig,
+    blockwise_compiled_forward_loss,
+    compiled_forward_loss,
+    forward_loss,
+    make_loss_fn,
+    train_var,
+)
 from var.transformer import VAR
 from var.vqvae import VQVAE
-from var.config import VQVAEConfig
 
 PNS = (1, 2, 3)
 

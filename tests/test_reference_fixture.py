@@ -5,15 +5,23 @@ from __future__ import annotations
 import shutil
 from fractions import Fraction
 
+import conftest
 import numpy as np
 import pytest
 import torch
-
-import conftest
 from conftest import PARITY_DEFAULT, fixture_path, fixture_paths
-from reference_fixture import (FixtureDecodeError, compact_layout, decode_compact, from_ordered_int,
-                               linear_rows_prediction, load_fixture, mt19937_stream, normal_from_stream, ordered_int,
-                               uniform_from_stream)
+from reference_fixture import (
+    FixtureDecodeError,
+    compact_layout,
+    decode_compact,
+    from_ordered_int,
+    linear_rows_prediction,
+    load_fixture,
+    mt19937_stream,
+    normal_from_stream,
+    ordered_int,
+    uniform_from_stream,
+)
 
 SOURCE_SHA256 = "97b00a86994e2be4f75b1cbc1f8ad49a4e90c4df92bc228729e5569f871afcf5"   # the reference fixture_A.pt
 

@@ -2,11 +2,8 @@
 train-metrics dicts shaped like the score stage's and train_var's JSON files."""
 from __future__ import annotations
 
-import pytest
-
 from eval import paper
-from eval.released import (FID_TOLERANCE, MIN_SAMPLES, STORED_REFERENCE_STATS, expectation, fid_verdict,
-                           release_for)
+from eval.released import FID_TOLERANCE, MIN_SAMPLES, STORED_REFERENCE_STATS, expectation, fid_verdict, release_for
 
 D16_PARAMS, D30_PARAMS = 310_283_520, 2_010_020_356
 

@@ -5,10 +5,10 @@ import json
 import math
 
 import pytest
-
 from conftest import fixture_path
-from var.schedule import lr_wd_at, peak_lr_for, wd_at
+
 from var.config import TrainConfig
+from var.schedule import lr_wd_at, peak_lr_for, wd_at
 
 _CONFIGS = json.loads(fixture_path("fixture_lr_schedule.json").read_text())["configs"]
 _IMAGENET_TRAIN = 1281167

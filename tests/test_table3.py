@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
 from eval.complexity import fit_exponent, generation_flops, paper_attention_cost, var_patch_nums
 from eval.row_tables import build_table3, table3_markdown
+from pipeline.params import ConfigError, build_params, load_raw
 from pipeline.plan import build_plan
-from pipeline.params import ConfigError, build_params, load_raw, params_to_dict
 from pipeline.rows import row_model_config, table_rows
 from var.ar import ARConfig
 from var.config import VARConfig
-
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +73,8 @@ def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
     # the default's attn-norm row trains its own model (Table 3's 450-step budget; table1's var-d4 trains longer) ...
     assert plan.by_name("sample_row_var-attnnorm").inputs["model"] == "runs/default/rows/var-attnnorm/model.pt"
     # ... and a row with var-d4's exact recipe may reuse the table1 model
-    reuse = {"kind": "var", "depth": 4, "width": 128, "adaln": True, "attn_l2_norm": True, "top_k": 19, "cfg": 4.0,
+    reuse = {"kind": "var", "depth": 4, "width": 128, "adaln": True, "attn_l2_norm": True,
+             "sampler": {"top_k": 19, "cfg": 4.0},
              "model_from": "var-d4", "train": {"max_steps": p.models["var-d4"].train.max_steps}}
     r = with_rows(raw, reuse=reuse)
     r["table3"] = {"rows": [*r["table3"]["rows"], "reuse"]}        # the plan has jobs for the rows of a table
@@ -89,8 +89,9 @@ def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
     assert "--scales last" in plan.by_name("tokenizer_ar").command()
 
 
-def synthetic(kind, fid, s, flops, n, **recipe):
-    return ({"kind": kind, "adaln": kind == "var", "attn_l2_norm": False, "top_k": 0, "cfg": 0.0, **recipe},
+def synthetic(kind, fid, s, flops, n, top_k=0, cfg=0.0, **recipe):
+    return ({"kind": kind, "adaln": kind == "var", "attn_l2_norm": False, "sampler": {"top_k": top_k, "cfg": cfg},
+             **recipe},
             {"name": "x", "fid_evalnet": fid, "is_evalnet": 2.0, "precision_evalnet": 0.5, "recall_evalnet": 0.5},
             {"num_params": n}, {"seconds_per_image": s, "flops_per_image": flops, "steps": 3})
 

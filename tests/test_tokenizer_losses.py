@@ -7,14 +7,20 @@ import pytest
 import torch
 
 from eval.evalnet import EvalNet, EvalNetConfig
-from eval.recon import gaussian_window, psnr, ssim
+from eval.recon import evaluate_tokenizer, gaussian_window, psnr, ssim
 from var.checkpoint import save_checkpoint
 from var.config import VQVAEConfig
-from var.perceptual import LPIPS, FeatureDistance, VGG_CUTS, build_perceptual
+from var.perceptual import LPIPS, VGG_CUTS, FeatureDistance, build_perceptual
 from var.quant_independent import use_independent_quantizer
-from eval.recon import evaluate_tokenizer
-from var.tokenizer_train import (PatchDiscriminator, TokenizerTrainConfig, adaptive_weight,
-                                 generator_loss, hinge_d_loss, init_tokenizer_weights, keep_quantizer_fp32)
+from var.tokenizer_train import (
+    PatchDiscriminator,
+    TokenizerTrainConfig,
+    adaptive_weight,
+    generator_loss,
+    hinge_d_loss,
+    init_tokenizer_weights,
+    keep_quantizer_fp32,
+)
 from var.vqvae import VQVAE
 
 

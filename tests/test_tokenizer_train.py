@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from eval.recon import tokenizer_evaluator
 from var.checkpoint import load_model_checkpoint
 from var.config import ConfigError, VQVAEConfig, build_config
 from var.io import load_torch
-from eval.recon import tokenizer_evaluator
 from var.tokenizer_train import PatchDiscriminator, TokenizerTrainConfig, hinge_d_loss, restart_dead_codes
 from var.tokenizer_train import train_tokenizer as _train_tokenizer
 from var.vqvae import VQVAE

@@ -14,8 +14,7 @@ import torch
 from var.checkpoint import load_model_checkpoint
 from var.config import ConfigError, build_config
 from var.io import load_torch
-from var.train import (TrainConfig, epoch_order, evaluate, mean_token_loss, param_groups, token_ce_BL,
-                       train_var)
+from var.train import TrainConfig, epoch_order, evaluate, mean_token_loss, param_groups, token_ce_BL, train_var
 
 REPO = Path(__file__).resolve().parents[1]
 

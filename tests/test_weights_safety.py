@@ -29,8 +29,14 @@ from var.perceptual import build_perceptual
 from var.tokenizer_train import TokenizerTrainConfig, init_tokenizer_weights
 from var.transformer import VAR
 from var.vqvae import VQVAE
-from var.weights import (MissingWeightsError, RefusedWeightsError, WeightsHashError, check_sha256, load_weights,
-                         read_pinned_torchscript)
+from var.weights import (
+    MissingWeightsError,
+    RefusedWeightsError,
+    WeightsHashError,
+    check_sha256,
+    load_weights,
+    read_pinned_torchscript,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -377,7 +383,8 @@ def _stage_args(tmp_path, over: dict, **kw):
 
 def test_stages_thread_the_pins_and_record_the_digest(tmp_path):
     import json
-    import pipeline.stages.import_weights as import_stage      # import_tokenizer / import_var
+
+    import pipeline.stages.import_weights as import_stage  # import_tokenizer / import_var
     p = _params()
     torch.save(VQVAE(p.tokenizer.model).state_dict(), tmp_path / "vae.pth")
     torch.save(VAR(p.model("var-d4").model).state_dict(), tmp_path / "var.pth")

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .config import ARConfig, single_scale  # noqa: F401 (re-exported)
-from .sampling import draw, filter_top_k_top_p_, resolve_labels
+from .sampling import draw, filter_top_k_top_p_, guidance_weight, resolve_labels
 from .transformer import VAR, AdaLNBeforeHead, AdaLNSelfAttn
 
 
@@ -122,10 +122,10 @@ def sample_ar(ar: AR, vqvae, B: int, label_B=None, *, seed: int | None = None, c
     every step (so measured costs compare like with like), guided logits (1 + t) l_cond - t l_uncond, then
     top-k / top-p filtering and one multinomial draw. The guidance weight t follows VAR's linear ramp over the
     generation progress, t = cfg * i / (L - 1) at token i (`cfg_schedule='linear'`), or is constant
-    (`'constant'`, t = cfg, the usual AR convention); the paper's row 1 has no CFG, where both are identical.
+    (`'constant'`, t = cfg, the usual AR convention): var.sampling.guidance_weight, the VAR sampler's function.
+    The paper's row 1 has no CFG, where both are identical.
     """
-    if cfg_schedule not in ("linear", "constant"):
-        raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {cfg_schedule!r}")
+    guidance_weight(cfg, cfg_schedule, 0, 1)      # an unknown schedule fails before any work
     device = ar.pos_embed.device
     if seed is not None:
         generator = generator or torch.Generator(device=device)
@@ -138,7 +138,7 @@ def sample_ar(ar: AR, vqvae, B: int, label_B=None, *, seed: int | None = None, c
     x_2B1C = cond_2BD.unsqueeze(1) + ar.pos_embed[:, :1]
     for i in range(L):
         logits_2B1V = ar.logits(ar.forward_cached(x_2B1C, mods, kv_cache, i), cond_2BD)
-        t = cfg * (i / (L - 1) if L > 1 else 1.0) if cfg_schedule == "linear" else cfg
+        t = guidance_weight(cfg, cfg_schedule, i, L)
         logits_B1V = (1 + t) * logits_2B1V[:B] - t * logits_2B1V[B:]
         filter_top_k_top_p_(logits_B1V, top_k, top_p)
         tok_B1 = draw(logits_B1V, generator)

@@ -25,6 +25,7 @@ from .weights import load_weights
 MODEL_KINDS: dict[str, tuple[type, type]] = {"vqvae": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
 # The raster-scan AR baseline of Table 3: a GPT-2-style transformer over single-scale tokens.
 from .ar import AR, ARConfig  # noqa: E402
+
 MODEL_KINDS["ar"] = (AR, ARConfig)
 
 

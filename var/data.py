@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from var.config.data import SHAPE_FAMILY_NAMES, DataConfig
-from var.images import CorruptImageError, UnsupportedImageModeError, decode_image, load_image  # noqa: F401
+from var.images import CorruptImageError, UnsupportedImageModeError, decode_image, load_image, unit_to_uint8  # noqa: F401
 from var.io import atomic_savez, load_npz
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _render(params: list[dict], size: int, supersample: int, smooth_noise: bool 
                                                          cover_NHW * (f32(0.55) + f32(0.45) * noise[:, 1])))
     fg_NHW3 = np.stack([p["fg"] for p in params]).astype(f32)[:, None, None] * shaded_NHW[..., None]
     img = bg_NHW3 * (1 - cover_NHW[..., None]) + fg_NHW3
-    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+    return unit_to_uint8(img)
 
 
 def make_shapes(num_classes: int, per_class: int, image_size: int, seed: int, split: str,

@@ -7,18 +7,19 @@ pixels -- overlaps at least one masked pixel; otherwise it is *outside* and equa
 that scale exactly. Overlap is `adaptive_max_pool2d` of the mask (its bins are exactly the pixels a cell touches),
 so the generated region at each scale covers the mask (never less), and coarse scales are generated more widely.
 
-Sampling is `var.sampling.sample` with its `teacher_force` argument: every scale is drawn as usual (same RNG use,
-CFG, top-k/top-p), then the outside tokens are replaced by the source's, so the next scale's input f_hat is built
-from the composed token map. Pure functions: no file I/O.
+Sampling is the one generation path (var/sharded_sampling.py, `var.sampling.sample` or the engine) with its
+`teacher_force` argument: every scale is drawn as usual (same RNG use, CFG, top-k/top-p), then the outside tokens
+are replaced by the source's, so the next scale's input f_hat is built from the composed token map. Pure functions:
+no file I/O.
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
 
 from .config import ZeroShotConfig  # noqa: F401 (re-exported)
-from .sampling import sample
+from .sampling import resolve_labels
+from .sharded_sampling import draw_images
 from .transformer import VAR
 from .vqvae import VQVAE
 
@@ -39,18 +40,27 @@ def scale_masks(mask_BHW: torch.Tensor, patch_nums) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def edit_plan(vqvae: VQVAE, img_B3HW: torch.Tensor, gen_mask_BHW: torch.Tensor, patch_nums) -> tuple:
+    """(teacher_force, source idx_Bl list, inside list of bool (B, pn*pn)) for regenerating the masked part of
+    images in [-1, 1] (B, 3, H, W): the sampler keeps the source's tokens outside the mask at every scale."""
+    src_idx = vqvae.img_to_idx(img_B3HW)
+    inside = [m.to(src_idx[0].device) for m in scale_masks(gen_mask_BHW, patch_nums)]
+    return (src_idx, [~m for m in inside]), src_idx, inside
+
+
+@torch.no_grad()
 def edit(var: VAR, vqvae: VQVAE, img_B3HW: torch.Tensor, gen_mask_BHW: torch.Tensor, label_B, *,
-         seed: int | None = 0, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-         generator: torch.Generator | None = None):
-    """Regenerate the masked part of images in [-1, 1] (B, 3, H, W) conditioned on label_B (int, list or tensor).
+         seed: int = 0, engine=None, **sampler_kw):
+    """Regenerate the masked part of images in [-1, 1] (B, 3, H, W) conditioned on label_B (int, list or tensor),
+    with one seeded sampler call (`sampler_kw`: cfg, cfg_schedule, top_k, top_p, more_smooth; `engine`: a
+    GenerationEngine of `var`).
 
     Returns (idx_Bl list, images (B, 3, H, W) in [0, 1], source idx_Bl list, inside list of bool (B, pn*pn)).
     """
-    src_idx = vqvae.img_to_idx(img_B3HW)
-    inside = [m.to(src_idx[0].device) for m in scale_masks(gen_mask_BHW, var.patch_nums)]
-    idx, img = sample(var, vqvae, img_B3HW.shape[0], label_B, seed=seed, cfg=cfg, top_k=top_k, top_p=top_p,
-                      more_smooth=more_smooth, generator=generator,
-                      teacher_force=(src_idx, [~m for m in inside]))
+    tf, src_idx, inside = edit_plan(vqvae, img_B3HW, gen_mask_BHW, var.patch_nums)
+    B, device = img_B3HW.shape[0], var.pos_start.device
+    labels = resolve_labels(var, B, label_B, None, device)
+    idx, img = draw_images(var, vqvae, labels, seed=seed, engine=engine, teacher_force=tf, **sampler_kw)
     return idx, img, src_idx, inside
 
 
@@ -61,4 +71,4 @@ def force_first_scales(src_idx: list[torch.Tensor], num_scales: int) -> tuple[li
     return src_idx, keep
 
 
-__all__ = ["ZeroShotConfig", "box_mask", "scale_masks", "edit", "force_first_scales"]
+__all__ = ["ZeroShotConfig", "box_mask", "scale_masks", "edit_plan", "edit", "force_first_scales"]

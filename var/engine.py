@@ -1,6 +1,6 @@
 """Fast generation and tokenisation on one device: the same functions as var.sampling / var.vqvae, faster.
 
-Levers (issue "Fast on one GPU"), each lossless:
+Levers, each lossless:
   * low-precision weights stored once (a bf16 copy of the transformer and of the decoder; the quantiser and
     f_hat stay float32, so token maps are accumulated exactly as in the plain path);
   * AdaLN modulation computed once per image, a preallocated static KV cache (var.transformer);
@@ -250,8 +250,10 @@ class GenerationEngine:
 
     @torch.no_grad()
     def generate(self, B: int, label_B=None, *, seed: int | None = None, cfg: float = 1.5, top_k: int = 0,
-                 top_p: float = 0.0, more_smooth: bool = False, generator: torch.Generator | None = None):
-        """Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]), like var.sampling.sample."""
+                 top_p: float = 0.0, more_smooth: bool = False, cfg_schedule: str = "linear",
+                 generator: torch.Generator | None = None, teacher_force=None):
+        """Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]), like var.sampling.sample (the same
+        arguments; `teacher_force` is split with the chunks)."""
         if seed is not None:
             generator = generator or torch.Generator(device=self.device)
             generator.manual_seed(seed)
@@ -266,9 +268,21 @@ class GenerationEngine:
         for start in range(0, B, chunk):
             b = min(chunk, B - start)
             labels = label_B if isinstance(label_B, int) else label_B[start:start + b]
+            tf = None if teacher_force is None else tuple([t[start:start + b] for t in part] for part in teacher_force)
             idx, img = sample(self.var, self.vqvae, b, labels, cfg=cfg, top_k=top_k, top_p=top_p,
-                              more_smooth=more_smooth, generator=generator, runner=self._runner(b),
-                              decode=self.decode, quantizer=self.quant)
+                              more_smooth=more_smooth, cfg_schedule=cfg_schedule, generator=generator,
+                              runner=self._runner(b), decode=self.decode, quantizer=self.quant, teacher_force=tf)
             idx_chunks.append(idx)
             img_chunks.append(img)
         return [torch.cat(s) for s in zip(*idx_chunks)], torch.cat(img_chunks)
+
+
+def engine_for(var: VAR, vqvae: VQVAE, *, fast: bool, precision: str = "fp32", compile: bool = False):
+    """The GenerationEngine the `sample` settings ask for (`fast`, `precision`, `compile`), or None (plain sampler)."""
+    if not fast:
+        return None
+    device = var.pos_1LC.device
+    if precision == "bf16" and device.type != "cuda":
+        raise ValueError(f"sample.precision bf16 needs a CUDA device (this stage runs on {device})")
+    return GenerationEngine(var, vqvae, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+                            compile=compile)

@@ -33,6 +33,11 @@ so every mode is handled explicitly here. The rules (tests/test_image_modes.py c
 high byte, floor(v / 256): the same value as round(v / 257) for every 8-bit value expanded by 257 and for mid-grey
 32896, at most one level above it otherwise (65280 -> 255 where round(v / 257) = 254). The decoder never sees
 those 16-bit samples, so it cannot apply the grey rule to them.
+
+Model images become stored images by one conversion, `unit_to_uint8`: float in [0, 1] -> uint8 by
+floor(clamp(x, 0, 1) * 255 + 0.5) (round half up), for tensors and numpy arrays alike. Every place where images
+become uint8 uses it -- samples of every stage, the editing figures, the tokenizer's reconstructions scored for rFID,
+the rendered `shapes` data -- so the same float image always becomes the same bytes.
 """
 from __future__ import annotations
 
@@ -150,3 +155,24 @@ def load_image(path, image_size: int) -> np.ndarray:
     im = im.resize((nw, nh), Image.Resampling.LANCZOS)
     left, top = (nw - image_size) // 2, (nh - image_size) // 2
     return np.array(im.crop((left, top, left + image_size, top + image_size)), np.uint8)
+
+
+def unit_to_uint8(x):
+    """Elementwise float in [0, 1] (clamped) -> uint8, any layout; a tensor stays on its device, an array stays
+    numpy (computed in its own float precision). torch is not imported here, so decoding stays torch-free."""
+    if isinstance(x, np.ndarray):
+        return np.floor(np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    import torch
+    return (x.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8)
+
+
+def to_uint8(img_B3HW, out: np.ndarray | None = None) -> np.ndarray:
+    """Images in [0, 1], (B, 3, H, W) tensor -> uint8 (B, H, W, 3), written into `out` (C-contiguous) when given.
+    The HWC layout is made on the tensor's device, so the host receives one dense copy: a strided .cpu() and a
+    numpy assignment cost ~0.14 s per block of 250 on an H200, 27.8 s of a 50k run (docs/performance.md)."""
+    import torch
+    u8_BHW3 = unit_to_uint8(img_B3HW).permute(0, 2, 3, 1).contiguous()
+    if out is None:
+        return u8_BHW3.cpu().numpy()
+    torch.from_numpy(out).copy_(u8_BHW3)
+    return out

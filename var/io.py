@@ -19,7 +19,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -3,13 +3,27 @@
 `sample` reproduces the reference `autoregressive_infer_cfg` token for token on a CPU generator: the same RNG
 use (labels, then one multinomial draw per scale, then Gumbel noise when more_smooth), the same filtering order
 (top-k, then top-p on the top-k-masked row), guidance t = cfg * k / (K - 1) at scale k (none at the first).
+`cfg_schedule='constant'` instead guides every scale with t = cfg (`guidance_weight`, shared with var/ar.py).
 """
 from __future__ import annotations
 
 import torch
 
+from .config.sampling import CFG_SCHEDULES
 from .transformer import VAR
 from .vqvae import VQVAE
+
+
+def guidance_weight(cfg: float, schedule: str, step: int, num_steps: int) -> float:
+    """The CFG weight t of step `step` of `num_steps` (guided logits (1 + t) l_cond - t l_uncond).
+
+    linear (the reference): t = cfg * step / (num_steps - 1), from none at the first step to cfg at the last
+    (t = 0 for a single step); constant: t = cfg at every step."""
+    if schedule == "constant":
+        return cfg
+    if schedule != "linear":
+        raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {schedule!r}")
+    return cfg * (step / (num_steps - 1)) if num_steps > 1 else 0.0
 
 
 def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -74,7 +88,7 @@ class EagerRunner:
 
 @torch.no_grad()
 def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = None, cfg: float = 1.5,
-           top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
+           top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False, cfg_schedule: str = "linear",
            generator: torch.Generator | None = None, return_details: bool = False, runner=None, decode=None,
            teacher_force=None, quantizer=None):
     """Generate B images. Returns (idx_Bl list over scales, images (B, 3, H, W) in [0, 1]).
@@ -111,7 +125,7 @@ def sample(var: VAR, vqvae: VQVAE, B: int, label_B=None, *, seed: int | None = N
         ratio = si / (K - 1) if K > 1 else 0.0
         logits_2BlV = runner.step(x_BlC, si, cur_L)
         cur_L += pn * pn
-        t = cfg * ratio
+        t = guidance_weight(cfg, cfg_schedule, si, K)
         logits_BlV = (1 + t) * logits_2BlV[:B] - t * logits_2BlV[B:]
         if return_details:
             details["cfg_logits"].append(logits_BlV.clone())

@@ -3,7 +3,8 @@
 cell, so that the cells differ only by the model's size and training.
 
 The snapshots come from `scaling_train`; the first `scaling.fig7_teacher_force_scales` token maps are copied from
-the first val image of each class (var/editing.py `force_first_scales`).
+the first val image of each class (var/editing.py `force_first_scales`). Every cell is one block of the one
+generation path (var/sharded_sampling.py) with `scaling.fig7_sampler`, and the engine when `sample.fast` is set.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import torch
 from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
 from var.checkpoint import build_model, load_model_checkpoint, load_state_dict_strict
 from var.editing import force_first_scales
+from var.engine import engine_for
 from var.io import atomic_path, load_torch
-from var.sampling import sample
+from var.sharded_sampling import generate
 from var.train import as_token_data, split_scales
 
 
@@ -43,9 +45,10 @@ def main(args, log) -> dict:
             var = build_model(ck["kind"], ck["config"])
             load_state_dict_strict(var, ck["model"], source=f"{args.snapshots}[d{d}@{f:g}]")
             var.to(device).eval()
-            _, img_B3HW = sample(var, vqvae, len(classes), classes, seed=sc.seed, cfg=sc.fig7_cfg,
-                                 teacher_force=tf)
-            row = (img_B3HW.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            engine = engine_for(var, vqvae, fast=p.sample.fast, precision=p.sample.precision,
+                                compile=p.sample.compile)
+            row = generate(var, vqvae, np.asarray(classes, np.int64), block_size=len(classes), seed=sc.seed,
+                           engine=engine, teacher_force=tf, **sc.fig7_sampler.kwargs()).images[0]
             axes[i, j].imshow(np.concatenate(list(row), axis=1), interpolation="nearest")
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
@@ -54,7 +57,9 @@ def main(args, log) -> dict:
             if j == 0:
                 n = sum(q.numel() for q in var.parameters())
                 axes[i, j].set_ylabel(f"d{d} ({n / 1e6:.2f}M)", fontsize=8)
-    fig.suptitle(f"VAR depth sweep: samples of classes {classes}, seed {sc.seed}, cfg {sc.fig7_cfg}, first "
+    fs = sc.fig7_sampler
+    fig.suptitle(f"VAR depth sweep: samples of classes {classes}, seed {sc.seed}, cfg {fs.cfg:g} ({fs.cfg_schedule}), "
+                 f"top-k {fs.top_k or 'off'}, top-p {fs.top_p or 'off'}, first "
                  f"{sc.fig7_teacher_force_scales} scale(s) teacher-forced", fontsize=8)
     fig.tight_layout()
     with atomic_path(args.figure, suffix=".png") as tmp:

@@ -1,8 +1,10 @@
-"""Stage `sample`: draw `sample.per_class` images per class from a trained VAR (top-k / top-p / CFG, seeded).
+"""Stage `sample`: draw `sample.per_class` images per class from a trained VAR (`sample.sampler`: top-k / top-p /
+CFG and its schedule, seeded).
 
 Writes the images as uint8 `.npz` (`images` (N, H, W, 3), `labels` int64), a PNG grid (one row per class), and the
 generation wall-clock (the Time column of Table 1). Under `torchrun --nproc_per_node N` the blocks of images are
-spread over the N GPUs and the file is byte-identical to a one-process run (var/sharded_sampling.py).
+spread over the N GPUs and the file is byte-identical to a one-process run (var/sharded_sampling.py, the one
+generation path).
 """
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.common import load_stage_params, progress_bar, run_stage, stage_parser
 from var.checkpoint import load_matching_checkpoint
 from var.distributed import all_reduce_sum, init_from_env
-from var.engine import GenerationEngine
+from var.engine import engine_for
 from var.io import atomic_write_json, save_image_grid
-from var.sharded_sampling import atomic_savez_reproducible, gather_to_file, generate_blocks, repeat_seed
+from var.sharded_sampling import atomic_savez_reproducible, gather_to_file, generate, repeat_seed
 
 
 def main(args, log) -> dict:
@@ -29,35 +30,27 @@ def main(args, log) -> dict:
     vqvae, _ = load_matching_checkpoint(args.tokenizer, "vqvae", p.tokenizer.model, "tokenizer.model", device)
     var.to(device).eval()
     vqvae.to(device).eval()
-    engine = None
-    if sc.fast:
-        if sc.precision == "bf16" and device.type != "cuda":
-            raise ValueError(f"sample.precision bf16 needs a CUDA device (this stage runs on {device})")
-        engine = GenerationEngine(var, vqvae, dtype=torch.bfloat16 if sc.precision == "bf16" else torch.float32,
-                                  compile=sc.compile)
+    engine = engine_for(var, vqvae, fast=sc.fast, precision=sc.precision, compile=sc.compile)
     K = var.cfg.num_classes
     labels_N = np.repeat(np.arange(K, dtype=np.int64), sc.per_class)
     # Blocks of `batch_size` consecutive images, each one sampler call seeded from (seed, block index), taken
     # round robin by the ranks: the file is byte-identical whatever the world size (var/sharded_sampling.py).
     t_wall = time.perf_counter()
     with progress_bar(f"sample {args.model_name}", total=len(labels_N)) as update:
-        blocks, seconds = generate_blocks(var, vqvae, labels_N, block_size=sc.batch_size, seed=sc.seed,
-                                          world=world, progress=update if world.is_main else None,
-                                          engine=engine, cfg=sc.cfg,
-                                          top_k=sc.top_k, top_p=sc.top_p, more_smooth=sc.more_smooth)
+        g = generate(var, vqvae, labels_N, block_size=sc.batch_size, seed=sc.seed, world=world,
+                     progress=update if world.is_main else None, engine=engine, **sc.sampler.kwargs())
     # Time column: sampler seconds summed over the GPUs per image (comparable across world sizes).
-    seconds = float(all_reduce_sum([seconds], device)[0])
-    images_NHW3 = gather_to_file(blocks, labels_N, args.samples, sc.batch_size, world)
-    if args.seed_samples:                # score.seeds > 1: the same images under further sampling seeds
+    seconds = float(all_reduce_sum([g.seconds], device)[0])
+    res = gather_to_file(g.images, labels_N, args.samples, sc.batch_size, world)
+    if args.seed_samples:                # score.seeds > 1: the same labels under further sampling seeds
         extra = {}
         for i in range(1, p.score.seeds):
-            more, t = generate_blocks(var, vqvae, labels_N, block_size=sc.batch_size, seed=repeat_seed(sc.seed, i),
-                                      world=world, engine=engine, cfg=sc.cfg, top_k=sc.top_k, top_p=sc.top_p,
-                                      more_smooth=sc.more_smooth)
+            more = generate(var, vqvae, labels_N, block_size=sc.batch_size, seed=repeat_seed(sc.seed, i),
+                            world=world, engine=engine, **sc.sampler.kwargs())
             tmp = f"{args.seed_samples}.seed{i}.npz"
-            imgs = gather_to_file(more, labels_N, tmp, sc.batch_size, world)
+            got = gather_to_file(more.images, labels_N, tmp, sc.batch_size, world)
             if world.is_main:
-                extra[f"images_seed{i}"] = imgs
+                extra[f"images_seed{i}"] = got[0]
                 Path(tmp).unlink()
         if world.is_main:
             atomic_savez_reproducible(args.seed_samples, labels=labels_N,
@@ -65,14 +58,13 @@ def main(args, log) -> dict:
                                       **extra)
     if not world.is_main:
         return {}
-    save_image_grid(args.grid, images_NHW3, labels_N)
+    save_image_grid(args.grid, res[0], labels_N)
     info = {"model": args.model_name, "num_images": int(len(labels_N)), "seconds": seconds,
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
             "world_size": world.size, "wall_seconds": time.perf_counter() - t_wall,
             "train_step": int(ckpt.get("step", 0)), "steps": len(var.cfg.patch_nums),
             "engine": {"fast": sc.fast, "precision": sc.precision, "compile": sc.compile},
-            "sampler": {"seed": sc.seed, "cfg": sc.cfg, "top_k": sc.top_k, "top_p": sc.top_p,
-                        "more_smooth": sc.more_smooth}}
+            "sampler": {"seed": sc.seed, **sc.sampler.kwargs()}}
     atomic_write_json(args.metrics, info)
     return {"model": args.model_name, "images": len(labels_N), "s_per_img": info["seconds_per_image"]}
 

@@ -8,8 +8,7 @@ records how many outside tokens equal the source's (always all of them).
 
 User mode, on your own image and mask (mask: any image, nonzero / white = generate; resized to the model's size):
     python -m pipeline.stages.zeroshot --model runs/var/var-d6/model.pt --tokenizer runs/tokenizer/model.pt \
-        --image in.png --mask mask.png --label 3 --out out.png
-(seed, cfg, top-k and top-p from params `zeroshot`, as in DAG mode).
+        --image in.png --mask mask.png --label 3 --out out.png   (sampler: params `zeroshot.sampler`)
 """
 from __future__ import annotations
 
@@ -19,12 +18,11 @@ import torch
 from pipeline.common import load_stage_params, run_stage, select_device, stage_parser
 from var.checkpoint import load_model_checkpoint
 from var.data import load_split_images
-from var.editing import box_mask, edit
+from var.editing import box_mask, edit_plan
+from var.engine import engine_for
+from var.images import to_uint8
 from var.io import atomic_path, atomic_write_json
-
-
-def to_uint8(img_B3HW01: torch.Tensor) -> np.ndarray:
-    return (img_B3HW01.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+from var.sharded_sampling import generate
 
 
 def save_rows(path, rows: list[np.ndarray], scale: int = 4) -> None:
@@ -47,13 +45,16 @@ def shade(images_BHW3: np.ndarray, mask_BHW: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_task(var, vqvae, img_B3HW, mask_BHW, labels, zs, device) -> tuple[np.ndarray, dict]:
-    idx, out, src, inside = edit(var, vqvae, img_B3HW, mask_BHW.to(device), labels, seed=zs.seed, cfg=zs.cfg,
-                                 top_k=zs.top_k, top_p=zs.top_p)
+def run_task(var, vqvae, img_B3HW, mask_BHW, labels, zs, device, engine=None) -> tuple[np.ndarray, dict]:
+    """One editing task as one block of the generation path: (uint8 results, token counts)."""
+    tf, src, inside = edit_plan(vqvae, img_B3HW, mask_BHW.to(device), var.patch_nums)
+    g = generate(var, vqvae, np.asarray(labels, np.int64), block_size=img_B3HW.shape[0], seed=zs.seed,
+                 engine=engine, teacher_force=tf, keep_tokens=True, **zs.sampler.kwargs())
+    idx = [t.to(device) for t in g.tokens[0]]
     kept = sum(int((idx[k] == src[k])[~inside[k]].sum()) for k in range(len(idx)))
     outside = sum(int((~inside[k]).sum()) for k in range(len(idx)))
     changed = sum(int((idx[k] != src[k])[inside[k]].sum()) for k in range(len(idx)))
-    return to_uint8(out), {"outside_tokens": outside, "outside_equal_source": kept,
+    return g.images[0], {"outside_tokens": outside, "outside_equal_source": kept,
                            "inside_tokens": sum(int(m.sum()) for m in inside), "inside_changed": changed,
                            "inside_fraction_last_scale": float(inside[-1].float().mean())}
 
@@ -72,7 +73,9 @@ def main(args, log) -> dict:
         size = p.tokenizer.model.image_size
         img = torch.from_numpy(load_image(args.image, size)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
         mask = torch.from_numpy(load_image(args.mask, size).max(-1) > 127)[None]
-        res, m = run_task(var.to(device).eval(), vqvae, img.to(device), mask, [args.label], zs, device)
+        var.to(device).eval()
+        engine = engine_for(var, vqvae, fast=p.sample.fast, precision=p.sample.precision, compile=p.sample.compile)
+        res, m = run_task(var, vqvae, img.to(device), mask, [args.label], zs, device, engine)
         save_rows(args.out, [to_uint8(img.add(1).mul(0.5)), shade(to_uint8(img.add(1).mul(0.5)), mask.numpy()),
                              res])
         return {"image": args.image, **m}
@@ -82,6 +85,7 @@ def main(args, log) -> dict:
         raise ValueError(f"zeroshot.model {name!r} is not among --models {names}")
     var, _ = load_model_checkpoint(args.model[names.index(name)], kind="var", map_location=device)
     var.to(device).eval()
+    engine = engine_for(var, vqvae, fast=p.sample.fast, precision=p.sample.precision, compile=p.sample.compile)
     images, labels = load_split_images(args.val, p.tokenizer.model.image_size)
     K = var.num_classes
     pick = [int(np.flatnonzero(labels == c % K)[0]) for c in range(zs.num_images) if (labels == c % K).any()]
@@ -93,7 +97,7 @@ def main(args, log) -> dict:
              "edit": (box_mask(B, H, W, zs.edit_box), ((lab + zs.edit_class_offset) % K).tolist())}
     metrics = {"model": name, "images": B, "source_labels": lab.tolist()}
     for task, (mask, task_labels) in tasks.items():
-        res, m = run_task(var, vqvae, img, mask, task_labels, zs, device)
+        res, m = run_task(var, vqvae, img, mask, task_labels, zs, device, engine)
         metrics[task] = {**m, "labels": task_labels}
         save_rows(getattr(args, task), [src_u8, shade(src_u8, mask.numpy()), res])
         if m["outside_equal_source"] != m["outside_tokens"]:

@@ -27,8 +27,17 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from reference_fixture import (FORMAT, LAYOUT_KEY, decode_compact, linear_rows_prediction,  # noqa: E402
-                               mt19937_stream, normal_from_stream, ordered_int, uniform_from_stream)
+from reference_fixture import (  # noqa: E402
+    FORMAT,
+    LAYOUT_KEY,
+    decode_compact,
+    linear_rows_prediction,
+    mt19937_stream,
+    normal_from_stream,
+    ordered_int,
+    uniform_from_stream,
+)
+
 from var.io import atomic_path  # noqa: E402
 
 STREAM_SEARCH = 8_000_000     # stream outputs searched for weight draws (fixture A uses the first 6.02 million)

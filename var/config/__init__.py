@@ -5,7 +5,7 @@ validating a params file, never imports torch).
     model     VQVAEConfig, VARConfig, ARConfig, single_scale, VQVAE_PRESETS, VAR_PRESETS
     train     TrainConfig, TokenizerTrainConfig
     data      DataConfig
-    sampling  SampleConfig, ZeroShotConfig
+    sampling  SamplerConfig (with RejectionConfig), SampleConfig, ZeroShotConfig
 """
 from .data import SHAPE_FAMILY_NAMES, DataConfig
 from .loader import Config, ConfigError, Range, build_config, check_sha256, config_to_dict, field_range, param
@@ -19,10 +19,10 @@ from .model import (
            VQVAEConfig,
            single_scale,
 )
-from .sampling import SampleConfig, ZeroShotConfig
+from .sampling import CFG_SCHEDULES, RejectionConfig, SampleConfig, SamplerConfig, ZeroShotConfig
 from .train import NAN_POLICIES, TokenizerTrainConfig, TrainConfig
 
 __all__ = ["Config", "ConfigError", "check_sha256", "Range", "build_config", "config_to_dict", "field_range", "param",
            "VQVAEConfig", "VARConfig", "ARConfig", "single_scale", "VQVAE_PRESETS", "VAR_PRESETS", "PATCH_NUMS_256",
            "PATCH_NUMS_512", "TrainConfig", "TokenizerTrainConfig", "NAN_POLICIES", "DataConfig",
-           "SHAPE_FAMILY_NAMES", "SampleConfig", "ZeroShotConfig"]
+           "SHAPE_FAMILY_NAMES", "SampleConfig", "SamplerConfig", "RejectionConfig", "CFG_SCHEDULES", "ZeroShotConfig"]

@@ -156,12 +156,32 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def build_config(cls: type, mapping: Mapping[str, Any] | None, section: str):
+def _nested_default(f: dataclasses.Field, tp: Any, base: Any) -> Any:
+    """The default a nested config section's missing keys take: the enclosing default's (or `base`'s) value of it,
+    so a section that embeds a config with its own defaults (`sample.sampler`) keeps them key by key."""
+    if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+        return None
+    if base is not None:
+        return getattr(base, f.name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _moved_hint(cls: type, hints: dict, key: Any, section: str) -> str:
+    """' (it belongs under 'sample.sampler': ...)' when an unknown key is a key of a nested section."""
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and key in {g.name for g in dataclasses.fields(tp)}:
+            return f" ('{section}.{key}' belongs under '{section}.{f.name}': '{section}.{f.name}.{key}')"
+    return ""
+
+
+def build_config(cls: type, mapping: Mapping[str, Any] | None, section: str, base: Any = None):
     """Build the frozen dataclass `cls` from `mapping` (one params.yaml section).
 
     Unknown keys raise ConfigError naming the key, the section and the valid keys; values are type-checked
     against the dataclass annotations and range-checked against their `param(...)` ranges. Missing keys take the
-    dataclass default.
+    dataclass default, or `base`'s value (an instance of `cls`) when given; a nested section given in part keeps
+    the enclosing default's values of the keys it leaves out.
     """
     if mapping is None:
         mapping = {}
@@ -176,10 +196,17 @@ def build_config(cls: type, mapping: Mapping[str, Any] | None, section: str):
         raise ConfigError(
             f"unknown key(s) {', '.join(repr(f'{section}.{k}') for k in unknown)}; "
             f"valid keys of '{section}': {', '.join(sorted(fields))}"
+            + "".join(_moved_hint(cls, hints, k, section) for k in unknown)
         )
-    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in mapping.items()}
+    kwargs = {}
+    for k, v in mapping.items():
+        nested = _nested_default(fields[k], hints[k], base) if isinstance(v, Mapping) else None
+        kwargs[k] = (build_config(hints[k], v, f"{section}.{k}", nested) if nested is not None
+                     else _coerce(v, hints[k], f"{section}.{k}"))
     for k, v in kwargs.items():
         _check_value(fields[k], v, f"{section}.{k}")
+    if base is not None:
+        kwargs = {**{n: getattr(base, n) for n in fields}, **kwargs}
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
