@@ -10,6 +10,7 @@ the current numbers):
     python -m benchmarks.bench_score         scoring 50k vs 10k, each metric timed
     python -m benchmarks.bench_ddp           DDP training and sharded sampling on 1 and N GPUs
     python -m benchmarks.bench_tokenizer_ddp the tokenizer stage under torchrun on 1 and N GPUs
+    python -m benchmarks.bench_rehearsal     Table 1 from stand-in released weights through Snakemake (and DVC), per job
     python -m benchmarks.bench_metric_suite  KID, density/coverage, bootstrap intervals and FD-vs-N on the CPU
     python -m benchmarks.complexity          paper Appendix B: AR vs VAR generation cost as the token map grows
 """

@@ -15,7 +15,7 @@ from benchmarks.common import dumps_result, result_record, spread, write_result
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODULES = ("bench_generate", "bench_vqvae", "bench_train", "bench_e2e", "bench_score", "bench_ddp",
-           "bench_tokenizer_ddp", "bench_metric_suite", "bench_tokens", "complexity")
+           "bench_tokenizer_ddp", "bench_metric_suite", "bench_tokens", "bench_rehearsal", "complexity")
 
 
 def test_every_benchmark_module_is_listed():
