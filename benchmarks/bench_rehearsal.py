@@ -34,13 +34,18 @@ CONFIGS = ("configs/imagenet256.yaml", "configs/imagenet256_released.yaml")
 
 
 def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[str, float]:
+    """Run `cmd`, passing its output through as it comes (a long run shows where it is), and return it timed."""
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    with subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(f"[{time.perf_counter() - t0:7.1f}s] {line}")
+            sys.stdout.flush()
+            lines.append(line)
     dt = time.perf_counter() - t0
-    if res.returncode:
-        sys.stdout.write(res.stdout[-6000:])
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}")
-    return res.stdout, dt
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+    return "".join(lines), dt
 
 
 def job_times(log: str) -> list[tuple[str, str, float]]:

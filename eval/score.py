@@ -17,6 +17,8 @@ a `cleanfid_crosscheck` record (clean-fid version, weights' sha256). It never re
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,8 @@ from eval.released import STORED_REFERENCE_STATS
 from var.io import atomic_savez, atomic_write_json, load_npz
 
 ADM_STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
+
+LOG = logging.getLogger(__name__)   # phase times, into the stage's log
 
 
 def _reference_arrays(reference) -> dict[str, np.ndarray]:
@@ -93,14 +97,20 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
             raise ValueError(f"the clean-fid cross-check checks the Inception FID; the extractor is {extractor.name!r}")
         # Loaded (and its weights hashed) before any feature extraction: a missing file fails in seconds.
         crosscheck = cleanfid_check.load_extractor(cleanfid_weights, cleanfid_sha256, device=extractor.device)
+    t0 = time.perf_counter()
     ref = _reference_arrays(reference)
     ref_feats = _reference_features(ref["images"], extractor, cache_dir, batch_size)
+    LOG.info("reference features (%s): %.1f s", name, time.perf_counter() - t0)
     stats_source = "computed from reference images"
     if extractor.short_name == "inception" and all(key in ref for key in ADM_STAT_KEYS):
         ref_feats.update({key: ref[key] for key in ADM_STAT_KEYS})  # the evaluator's FID uses the stored stats
         stats_source = STORED_REFERENCE_STATS
 
+    t0 = time.perf_counter()
     feats = extract_features(samples, extractor, batch_size=batch_size)
+    LOG.info("features of %d samples (%s): %.1f s", feats["pool"].shape[0], name, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+
     def fid(feats_ND, mu_ref, sigma_ref):  # generated first, reference second, as in the standard evaluator
         mu, sigma = feature_stats(feats_ND)
         if fid_backend == "torch":
@@ -114,13 +124,17 @@ def score(samples, reference, *, extractor: str | Extractor, device: str | torch
     real_ND = torch.from_numpy(ref_feats["pool"]).to(feats["pool"].device)
     metrics[f"precision_{name}"], metrics[f"recall_{name}"] = precision_recall(
         real=real_ND, fake=feats["pool"], k=k, block_size=pr_block_size)
+    LOG.info("FID, sFID, IS, precision/recall: %.1f s", time.perf_counter() - t0)
     if uncertainty is not None:
+        t0 = time.perf_counter()
         stored = (ref_feats["mu"], ref_feats["sigma"]) if stats_source == STORED_REFERENCE_STATS else None
         metrics.update(_suite_keys(real_ND, feats, name, uncertainty, stored, primary=True))
         for ext in extra_extractors:
             real_x = extract_features(ref["images"], ext, batch_size=batch_size)["pool"]
             fake_x = extract_features(samples, ext, batch_size=batch_size)["pool"].to(real_x.device)
             metrics.update(_suite_keys(real_x, {"pool": fake_x}, ext.short_name, uncertainty, None, primary=False))
+        LOG.info("metric suite (KID, density/coverage, FD curve, %d bootstrap resamples): %.1f s",
+                 uncertainty.bootstrap.resamples, time.perf_counter() - t0)
     if crosscheck is not None:  # its own keys after the primary metrics; fid_inception is left as computed
         metrics.update(cleanfid_check.report(samples, ref["images"], crosscheck, metrics["fid_inception"],
                                              batch_size=batch_size))

@@ -89,10 +89,15 @@ def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
             np.savez(f, **arrays)
 
 
-def save_image_grid(path: str | os.PathLike, images_NHW3: np.ndarray, labels_N: np.ndarray, per_row: int = 10) -> None:
-    """A PNG of uint8 (N, H, W, 3) samples: one row per class, the first `per_row` samples of each."""
+def save_image_grid(path: str | os.PathLike, images_NHW3: np.ndarray, labels_N: np.ndarray, per_row: int = 10,
+                    max_rows: int = 32) -> None:
+    """A PNG of uint8 (N, H, W, 3) samples: one row per class, the first `per_row` samples of each, for at most
+    `max_rows` classes evenly spread over the labels (1000 ImageNet rows would be a 650-megapixel PNG that takes
+    minutes to encode and no viewer opens)."""
     from PIL import Image
     classes = np.unique(labels_N)
+    if len(classes) > max_rows:
+        classes = classes[np.linspace(0, len(classes) - 1, max_rows).round().astype(int)]
     H, W = images_NHW3.shape[1:3]
     grid = np.full((len(classes) * H, per_row * W, 3), 255, np.uint8)
     for r, c in enumerate(classes):

@@ -41,7 +41,11 @@ def main(args, log) -> dict:
                      progress=update if world.is_main else None, engine=engine, **sc.sampler.kwargs())
     # Time column: sampler seconds summed over the GPUs per image (comparable across world sizes).
     seconds = float(all_reduce_sum([g.seconds], device)[0])
+    log.info("sampled %d images: %.1f s wall-clock (%.1f s in the sampler)", len(labels_N),
+             time.perf_counter() - t_wall, g.seconds)
+    t0 = time.perf_counter()
     res = gather_to_file(g.images, labels_N, args.samples, sc.batch_size, world)
+    log.info("wrote %s: %.1f s", args.samples, time.perf_counter() - t0)
     if args.seed_samples:                # score.seeds > 1: the same labels under further sampling seeds
         extra = {}
         for i in range(1, p.score.seeds):
@@ -58,7 +62,9 @@ def main(args, log) -> dict:
                                       **extra)
     if not world.is_main:
         return {}
+    t0 = time.perf_counter()
     save_image_grid(args.grid, res[0], labels_N)
+    log.info("wrote %s: %.1f s", args.grid, time.perf_counter() - t0)
     info = {"model": args.model_name, "num_images": int(len(labels_N)), "seconds": seconds,
             "seconds_per_image": seconds / len(labels_N), "batch_size": sc.batch_size, "device": str(device),
             "world_size": world.size, "wall_seconds": time.perf_counter() - t_wall,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 
 import numpy as np
 
@@ -106,8 +107,12 @@ def main(args, log) -> dict:
     if sc.extractor == "evalnet" and not args.evalnet:
         raise ValueError("score.extractor is evalnet: --evalnet (the evaluation network) is required")
     sample_metrics = json.loads(open(args.sample_metrics).read()) if args.sample_metrics else {}
+    t0 = time.perf_counter()
     sets = seed_sets(args)
+    log.info("loaded %d sample set(s): %.1f s", len(sets), time.perf_counter() - t0)
+    t0 = time.perf_counter()
     label = check(args, p, sets, sample_metrics)          # before any feature is computed
+    log.info("evaluation guard (%s): %.1f s", label, time.perf_counter() - t0)
 
     weights = args.evalnet if sc.extractor == "evalnet" else sc.inception_weights
     pin = sc.inception_weights_sha256 if sc.extractor == "inception" else ""
@@ -144,8 +149,11 @@ def main(args, log) -> dict:
         result[f"fid_{short}_ratio_trained_to_untrained"] = result[f"fid_{short}"] / base[f"fid_{short}"]
         if "class_acc_evalnet" in base:
             result["class_acc_evalnet_untrained"] = base["class_acc_evalnet"]
+    t0 = time.perf_counter()
+    env = environment(sample_metrics, device, sets)
+    log.info("environment and samples sha256: %.1f s", time.perf_counter() - t0)
     result = {"name": args.name, "samples": args.samples, "reference": args.real, **result,
-              "environment": environment(sample_metrics, device, sets), "provenance": provenance(args, p)}
+              "environment": env, "provenance": provenance(args, p)}
     atomic_write_json(args.scores, result)
     keys = (f"fid_{short}", f"fid_{short}_sd", f"is_{short}", f"precision_{short}", f"recall_{short}",
             f"kid_{short}", "class_acc_evalnet", f"fid_{short}_untrained", "class_acc_evalnet_untrained",
