@@ -10,8 +10,8 @@ the front end's wall-clock (interpreter and torch start-up, Snakemake's planning
         # smoke run on a CPU (fp32, no compile), not a measurement
 
 With `--dvc-adopt` the finished run is then adopted by DVC (in the work copy, without git:
-`python -m pipeline.render` for the same config files, `dvc init --no-scm`, `dvc commit -f`, `dvc status`), which
-checks that the DVC front end plans the same jobs and paths as Snakemake ran. Writes
+`python -m pipeline.render` for the same config files, `dvc init -f --no-scm` (the copy has .dvc/ but no git),
+`dvc commit -f`, `dvc status`), which checks that the DVC front end plans the same jobs and paths as Snakemake ran. Writes
 benchmarks/results/rehearsal.json (or under --out).
 The scores of random weights mean nothing; the guard's label, the sample count and the pins are checked.
 """
@@ -106,7 +106,7 @@ def main():
     if args.dvc_adopt:
         t0 = time.perf_counter()
         sh([py, "-m", "pipeline.render", "--configfile", *configs], work, env)
-        for cmd in ([py, "-m", "dvc", "init", "-q", "--no-scm"], [py, "-m", "dvc", "commit", "-f", "table1"]):
+        for cmd in ([py, "-m", "dvc", "init", "-q", "-f", "--no-scm"], [py, "-m", "dvc", "commit", "-f", "table1"]):
             sh(cmd, work, env)
         status, _ = sh([py, "-m", "dvc", "status", "table1"], work, env)
         dry, _ = sh([py, "-m", "dvc", "repro", "--dry", "table1"], work, env)

@@ -192,6 +192,7 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
 
     # A params edit that changes the plan, without re-rendering dvc.yaml: the stale command is refused
     raw["table1"]["models"] = [p.table1_models[0]]
+    raw.setdefault("zeroshot", {})["model"] = p.table1_models[0]      # it must name a table1 model
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     res = run([BIN / "dvc", "repro", "table1"], dvc, ok=False)
     assert res.returncode != 0 and "dvc.yaml is stale" in res.stdout + res.stderr, res.stdout + res.stderr
