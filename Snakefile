@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 from pipeline.params import load_params
+from pipeline.yamlio import config_difference, load_raw
 from pipeline.render import snakemake_rules
 
 configfile: "params.yaml"
@@ -17,6 +18,12 @@ configfile: "params.yaml"
 # load_params validates every section here, so a misspelled key stops the run before any job starts.
 OVERRIDES = tuple(os.path.relpath(p) for p in workflow.overwrite_configfiles)
 P = load_params("params.yaml", OVERRIDES)
+# `--config k=v` would change Snakemake's view only: the stage commands read params.yaml and the --configfile files.
+# Refused, so that no run is labelled with params it did not use.
+_extra = config_difference(config, load_raw("params.yaml", OVERRIDES))
+if _extra:
+    raise ValueError(f"--config is not supported ({', '.join(_extra)}): the stages read params.yaml and the "
+                     f"--configfile files only; put the keys in a YAML file and pass it with --configfile")
 
 # `python` in the commands (shared with dvc.yaml) is the interpreter that runs Snakemake (e.g. .venv/bin).
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")

@@ -86,3 +86,17 @@ def seeded(cls: type, mapping: Any, seed: int) -> Any:
     if isinstance(mapping, Mapping) and "seed" not in mapping:
         return {**mapping, "seed": seed}
     return mapping
+
+
+def config_difference(seen: Any, files: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where `seen` (Snakemake's `config`) differs from the merged files (what the stages read)."""
+    if isinstance(seen, Mapping) and isinstance(files, Mapping):
+        out = []
+        for k in sorted(set(seen) | set(files), key=str):
+            key = f"{prefix}{k}"
+            if k not in seen or k not in files:
+                out.append(key)
+            else:
+                out += config_difference(seen[k], files[k], key + ".")
+        return out
+    return [] if seen == files else [prefix.rstrip(".") or "(root)"]

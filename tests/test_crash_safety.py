@@ -387,3 +387,43 @@ def test_nan_loss_in_the_train_var_stage_keeps_the_last_good_state(tmp_path):
     assert st["step"] == 2
     assert not any(torch.isnan(v).any() for v in st["model"].values() if v.is_floating_point())  # (masks hold -inf)
     assert not (tmp_path / "out/model.pt").exists() and not (tmp_path / "out/metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------------- outputs appear together
+def test_output_group_renames_all_or_removes_all(tmp_path):
+    from var.io import output_group
+    with output_group() as g:
+        atomic_savez(g.pending(tmp_path / "a.npz"), x=np.arange(3))
+        (g.pending(tmp_path / "b.json")).write_text("{}")
+        assert not (tmp_path / "a.npz").exists()          # nothing visible before the block ends
+    assert (tmp_path / "a.npz").exists() and (tmp_path / "b.json").read_text() == "{}"
+    with pytest.raises(ValueError, match="late failure"):
+        with output_group() as g:
+            atomic_savez(g.pending(tmp_path / "c.npz"), x=np.arange(3))
+            raise ValueError("late failure")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.json"]      # no c.npz, no pending file
+
+
+def test_tokens_stage_writes_neither_token_file_when_the_val_split_fails(tmp_path):
+    """The train tokens are encoded first; a corrupt val split must not leave them behind as a finished output."""
+    from pipeline.stages import tokens
+    from var.data import write_split
+    p = load_params(ROOT / "params.yaml", [ROOT / "configs/ci.yaml"])
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "vq.pt", VQVAE(p.tokenizer.model), kind="vqvae")
+    H = p.data.image_size
+    write_split(tmp_path / "train.npz", np.random.default_rng(0).integers(0, 256, (6, H, H, 3), dtype=np.uint8),
+                np.arange(6, dtype=np.int64) % p.data.num_classes)
+    (tmp_path / "val.npz").write_bytes(b"PK\x03\x04 truncated")
+    argv = ["--params", str(ROOT / "params.yaml"), "--configfile", str(ROOT / "configs/ci.yaml"), "--device", "cpu",
+            "--tokenizer", str(tmp_path / "vq.pt"), "--train", str(tmp_path / "train.npz"),
+            "--val", str(tmp_path / "val.npz"), "--train-tokens", str(tmp_path / "out/train_tokens.npz"),
+            "--val-tokens", str(tmp_path / "out/val_tokens.npz"), "--log", str(tmp_path / "tokens.log")]
+    with pytest.raises(SystemExit) as exc:
+        tokens.cli(argv)
+    assert exc.value.code == 1
+    assert "val.npz" in (tmp_path / "tokens.log").read_text()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    shutil.copy(tmp_path / "train.npz", tmp_path / "val.npz")
+    tokens.cli(argv)
+    assert sorted(x.name for x in (tmp_path / "out").iterdir()) == ["train_tokens.npz", "val_tokens.npz"]

@@ -46,6 +46,38 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+class OutputGroup:
+    """The outputs of one stage, made to appear together: each is written (atomically) to `pending(path)`, a hidden
+    name in the same folder, and `output_group` renames them all into place only when its block ends without error.
+    So a stage that fails after writing its first output leaves none of them (the file rename of each is atomic;
+    the group's renames follow one another within microseconds)."""
+
+    def __init__(self):
+        self.pending_paths: dict[Path, Path] = {}
+
+    def pending(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.pending{path.suffix}")    # keeps the suffix (np.savez adds .npz)
+        self.pending_paths[tmp] = path
+        return tmp
+
+
+@contextlib.contextmanager
+def output_group() -> Iterator[OutputGroup]:
+    group = OutputGroup()
+    try:
+        yield group
+    except BaseException:
+        for tmp in group.pending_paths:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in group.pending_paths.items():
+        if not tmp.exists():
+            raise RuntimeError(f"output {path} was never written")
+    for tmp, path in group.pending_paths.items():
+        os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

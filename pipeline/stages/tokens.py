@@ -16,7 +16,7 @@ from pipeline.common import load_stage_params, progress_bar, run_stage, stage_pa
 from var.checkpoint import load_matching_checkpoint
 from var.data import ImageSplit
 from var.distributed import World, barrier, init_from_env
-from var.io import atomic_savez, load_npz
+from var.io import atomic_savez, load_npz, output_group
 from var.precision import fp32_precision
 from var.sharded_sampling import block_bounds
 
@@ -74,14 +74,15 @@ def main(args, log) -> dict:
     workers = args.workers if args.workers >= 0 else (min(8, (os.cpu_count() or 1) // world.size)
                                                       if device.type == "cuda" else 0)
     out = {}
-    for split, src, dst in (("train", args.train, args.train_tokens), ("val", args.val, args.val_tokens)):
-        tok = encode_split(vqvae, src, p.data.image_size, args.batch_size, device, p.data.skip_corrupt,
-                           f"tokens {split}", world, workers, Path(dst).parent)
-        if world.is_main:
-            atomic_savez(dst, **tok)
-            log.info("%s: %s tokens -> %s", split, tok["idx_NL"].shape, dst)
-            out[split] = int(tok["idx_NL"].shape[0])
-        barrier()
+    with output_group() as outputs:        # both token files or neither (a bad val split loses nothing)
+        for split, src, dst in (("train", args.train, args.train_tokens), ("val", args.val, args.val_tokens)):
+            tok = encode_split(vqvae, src, p.data.image_size, args.batch_size, device, p.data.skip_corrupt,
+                               f"tokens {split}", world, workers, Path(dst).parent)
+            if world.is_main:
+                atomic_savez(outputs.pending(dst), **tok)
+                log.info("%s: %s tokens -> %s", split, tok["idx_NL"].shape, dst)
+                out[split] = int(tok["idx_NL"].shape[0])
+            barrier()
     if not world.is_main:
         return {}
     return {"train": out["train"], "val": out["val"], "L": int(tok["idx_NL"].shape[1]),

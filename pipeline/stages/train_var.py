@@ -26,7 +26,7 @@ from pipeline.common import (
 )
 from var.checkpoint import load_matching_checkpoint, save_checkpoint
 from var.distributed import barrier, init_from_env
-from var.io import atomic_write_json
+from var.io import atomic_write_json, output_group
 from var.train import train_var
 from var.transformer import VAR
 
@@ -53,18 +53,19 @@ def main(args, log) -> dict:
     n_params = sum(q.numel() for q in model.parameters())
     log.info("%s: %.2fM parameters, width %d, depth %d", args.model_name, n_params / 1e6, spec.model.embed_dim,
              spec.model.depth)
-    if world.is_main:   # the untrained baseline: "the model learns" is measured against these weights
-        save_checkpoint(args.init, model, kind="var", step=0, extra={"metrics": {"model": args.model_name,
-                                                                                 "untrained": True}})
-    with progress_bar(f"train {args.model_name}") as update:
-        metrics = train_var(model, vqvae, args.train_tokens, args.val_tokens, spec.train, out_dir=state_dir,
-                            device=device, log=log.info, progress=lambda s, n, info: update(s, n, info))
-    metrics = {"model": args.model_name, "num_params": n_params, **metrics}
-    if not world.is_main:
-        return {}
-    copy_atomic(state_dir / "model.pt", args.model)
-    atomic_write_json(args.metrics, metrics)
-    save_curves(args.curves, metrics["history"], "step", VAR_CURVES, f"train {args.model_name}")
+    with output_group() as outputs:        # the initial weights, the model, metrics and curves appear together
+        if world.is_main:   # the untrained baseline: "the model learns" is measured against these weights
+            save_checkpoint(outputs.pending(args.init), model, kind="var", step=0,
+                            extra={"metrics": {"model": args.model_name, "untrained": True}})
+        with progress_bar(f"train {args.model_name}") as update:
+            metrics = train_var(model, vqvae, args.train_tokens, args.val_tokens, spec.train, out_dir=state_dir,
+                                device=device, log=log.info, progress=lambda s, n, info: update(s, n, info))
+        metrics = {"model": args.model_name, "num_params": n_params, **metrics}
+        if not world.is_main:
+            return {}
+        copy_atomic(state_dir / "model.pt", outputs.pending(args.model))
+        atomic_write_json(outputs.pending(args.metrics), metrics)
+        save_curves(outputs.pending(args.curves), metrics["history"], "step", VAR_CURVES, f"train {args.model_name}")
     return {"model": args.model_name, "params_M": n_params / 1e6, "steps": metrics.get("step"),
             "val_loss": metrics.get("val_loss"), "val_err_last": metrics.get("val_err_last")}
 
