@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import write_result
-from eval.complexity import attention_flops, fit_exponent, generation_flops, paper_attention_cost, var_patch_nums
+from eval.complexity import attention_flops, generation_flops, paper_attention_cost, var_patch_nums
+from eval.scaling import fit_power_law
 from var.ar import AR, ARConfig
 from var.config import VARConfig
 from var.io import atomic_path, atomic_write_text
@@ -72,14 +73,14 @@ def timed(fn, model, reps: int) -> float:
 def flop_counter_check(n: int) -> dict:
     """torch.utils.flop_counter on one n vs our analytic count. On CPU the counter sees only the linear layers
     (aten.addmm; scaled_dot_product_attention has no CPU formula), so it is compared with the analytic count less
-    its attention term; VAR's word embedding is not run here (random next-scale inputs), 2 Cvae C per token."""
+    its attention term; VAR's word embedding is not run here (random next-scale inputs), 2 Cvae C per token after the first scale."""
     from torch.utils.flop_counter import FlopCounterMode
     var, ar = models(n)
     out = {}
     for name, fn, m in (("var", generate_var, var), ("ar", generate_ar, ar)):
         with FlopCounterMode(display=False) as fc:
             fn(m)
-        word = 2 * 2 * CVAE * m.C * m.L if name == "var" else 0
+        word = 2 * 2 * CVAE * m.C * (m.L - m.patch_nums[0] ** 2) if name == "var" else 0
         out[name] = (fc.get_total_flops(), generation_flops(m.cfg) - attention_flops(m.cfg) - word)
     return out
 
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
                      "var_paper_cost": paper_attention_cost("var", var.patch_nums)})
         print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     ns = [r["n"] for r in rows]
-    fits = {k: fit_exponent(ns, [r[k] for r in rows]) for k in rows[0] if k not in ("n", "var_scales")}
+    fits = {k: fit_power_law(ns, [r[k] for r in rows]).alpha for k in rows[0] if k not in ("n", "var_scales")}
     check = flop_counter_check(args.ns[len(args.ns) // 2])
     out = Path(args.out)
     buf = io.StringIO(newline="")

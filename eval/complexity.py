@@ -1,16 +1,22 @@
-"""Analytic generation cost of VAR and of the raster-scan AR baseline (paper Appendix B), in FLOPs.
+"""The one analytic FLOP counter of the project: matrix multiplies of the VAR transformer and of the raster-scan AR
+baseline (a multiply-add is 2 FLOPs; LayerNorm, softmax, GELU, biases, the optimizer and the frozen tokenizer are
+not counted). It serves the scaling laws' training compute (paper Sec. 5, eval/scaling.py) and Table 3's
+generation cost (paper Appendix B).
 
-Counted per image for the transformer only (the tokenizer decode is the same for both and excluded), 2 FLOPs per
-multiply-add, with the KV cache the samplers use. A block processing one new token that attends to c visible
-tokens (itself included) costs
+    F_fwd (one sequence of L tokens) = 2 * N_tok * L                  (per-token weight matmuls)
+                                     + 2 * Cvae * C * (L - pn_1^2)    (VAR's word_embed; not the start token; AR's
+                                                                       token embedding is a lookup: 0)
+                                     + 2 * N_seq                      (per-sequence AdaLN projections)
+                                     + 4 * depth * C * P              (attention scores QK^T and A.V)
+    N_tok = depth * (4 C^2 + 2 C H) + C V      (qkv 3C^2, proj C^2, fc1+fc2 2CH; head C V), H = mlp hidden
+    N_seq = (depth or 1 if shared) * 6 C^2 + 2 C^2   (AdaLN: per block 6C x C, before the head 2C x C; 0 if off)
+    P     = query-key pairs the mask admits: VAR sum_k pn_k^2 * (sum_{j<=k} pn_j^2) (block-causal), AR L(L+1)/2
 
-    linear: 2 * (3C^2 [qkv] + C^2 [proj] + 2 r C^2 [fc1, fc2]) = (8 + 4r) C^2     (24 C^2 at mlp_ratio r = 4)
-    attention: 2 c C [q k^T] + 2 c C [attn v]                  = 4 c C
-
-plus the head 2 C V per token, VAR's word embedding 2 Cvae C per token, and the AdaLN modulation 12 C^2 per block
-(6 C outputs from C inputs; 4 C^2 for the head's), once per image. VAR's token at scale k sees c = sum_{j<=k} pn_j^2 (block-causal
-mask); AR's token t (0-based) sees c = t + 1. `cfg_batch` = 2 as both samplers run the conditional and the
-unconditional halves. Softmax, norms and element-wise ops (O(c) or O(C) per token) are left out.
+Training compute: C = 3 * F_fwd * sequences (the backward pass costs 2x the forward). Generation of one image with
+the KV cache the samplers use does the same matmuls as one teacher-forced pass (each token's linear layers once,
+its attention over the tokens it may see), times `cfg_batch` = 2 as both samplers run the conditional and the
+unconditional halves. On VAR-d16 at 256 px F_fwd is 895 GFLOP per image x 3, the 896 G of ANCHORS.md
+(tests/test_scaling.py).
 
 `paper_attention_cost` is Appendix B's counting instead: every step recomputes full self-attention over all its
 tokens so far (no KV cache): AR sum_{i=1}^{n^2} i^2 = O(n^6), VAR sum_k (sum_{j<=k} pn_j^2)^2 = O(n^4).
@@ -20,32 +26,50 @@ from __future__ import annotations
 import math
 
 
-def _visible_counts(cfg) -> list[int]:
-    """c for every generated token, in order."""
-    if hasattr(cfg, "z_channels"):                       # VARConfig: block-causal over scales
-        out, total = [], 0
-        for pn in cfg.patch_nums:
-            total += pn * pn
-            out += [total] * (pn * pn)
-        return out
-    return list(range(1, cfg.seq_len + 1))              # ARConfig: causal over raster positions
+def attention_pairs(patch_nums) -> int:
+    """P of a VAR: (query, key) pairs admitted by the block-causal mask (a token sees its own and every coarser
+    scale)."""
+    P, seen = 0, 0
+    for pn in patch_nums:
+        seen += pn * pn
+        P += pn * pn * seen
+    return P
+
+
+def _is_var(cfg) -> bool:
+    return hasattr(cfg, "z_channels")             # VARConfig; ARConfig has no next-scale word embedding
+
+
+def _pairs(cfg) -> int:
+    if _is_var(cfg):
+        return attention_pairs(cfg.patch_nums)
+    return cfg.seq_len * (cfg.seq_len + 1) // 2   # causal over raster positions
+
+
+def forward_flops(cfg) -> int:
+    """F_fwd: matmul FLOPs of one teacher-forced forward pass over one full sequence (module docstring)."""
+    C, d, V = cfg.embed_dim, cfg.depth, cfg.vocab_size
+    H = round(C * cfg.mlp_ratio)
+    L = cfg.seq_len
+    n_tok = d * (4 * C * C + 2 * C * H) + C * V
+    n_seq = ((6 * C * C if cfg.shared_aln else d * 6 * C * C) + 2 * C * C) if cfg.adaln else 0
+    word = 2 * cfg.z_channels * C * (L - cfg.patch_nums[0] ** 2) if _is_var(cfg) else 0
+    return 2 * n_tok * L + word + 2 * n_seq + 4 * d * C * _pairs(cfg)
+
+
+def train_flops(cfg, sequences: int) -> int:
+    """C after `sequences` training sequences (images): forward + backward (2x forward)."""
+    return 3 * forward_flops(cfg) * int(sequences)
 
 
 def generation_flops(cfg, cfg_batch: int = 2) -> float:
-    """Transformer FLOPs to generate one image with the KV-cached sampler (see the module docstring)."""
-    C, D, V, r = cfg.embed_dim, cfg.depth, cfg.vocab_size, cfg.mlp_ratio
-    cs = _visible_counts(cfg)
-    per_token_linear = D * (8 + 4 * r) * C * C + 2 * C * V
-    if hasattr(cfg, "z_channels"):
-        per_token_linear += 2 * cfg.z_channels * C
-    attention = D * 4 * C * sum(cs)
-    adaln = (D * 12 + 4) * C * C if cfg.adaln else 0      # blocks' (6C) and the head's (2C) modulation
-    return float(cfg_batch * (len(cs) * per_token_linear + attention + adaln))
+    """Transformer FLOPs to generate one image with the KV-cached sampler: one forward pass per guidance half."""
+    return float(cfg_batch * forward_flops(cfg))
 
 
 def attention_flops(cfg, cfg_batch: int = 2) -> float:
     """The attention part of `generation_flops` (q k^T and attn v)."""
-    return float(cfg_batch * cfg.depth * 4 * cfg.embed_dim * sum(_visible_counts(cfg)))
+    return float(cfg_batch * 4 * cfg.depth * cfg.embed_dim * _pairs(cfg))
 
 
 def paper_attention_cost(kind: str, patch_nums: tuple[int, ...]) -> float:
@@ -67,11 +91,3 @@ def var_patch_nums(n: int) -> tuple[int, ...]:
     while pns and math.ceil(pns[-1] * 1.35) < n:
         pns.append(math.ceil(pns[-1] * 1.35))
     return tuple(pns) + (n,)
-
-
-def fit_exponent(ns, ys) -> float:
-    """Least-squares slope of log y against log n (the exponent of y ~ n^e)."""
-    lx = [math.log(x) for x in ns]
-    ly = [math.log(y) for y in ys]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)

@@ -3,21 +3,8 @@
 Pure functions on numbers; the stages `scaling_train` and `scaling` (pipeline/stages/) train the sweep and call
 them.
 
-Training compute C (FLOPs) of a VAR transformer, counted analytically -- matrix multiplies only (LayerNorm, softmax,
-GELU, biases, the optimizer and the frozen tokenizer are not counted; a multiply-add is 2 FLOPs):
-
-    C = 3 * F_fwd * (sequences seen),   sequences seen = batch_size * steps
-    (the backward pass costs 2x the forward: gradients w.r.t. activations and w.r.t. weights)
-
-    F_fwd (one sequence of L = sum pn_k^2 tokens) = 2 * N_tok * L                  (per-token weight matmuls)
-                                                 + 2 * Cvae * C * (L - pn_1^2)      (word_embed; not the start token)
-                                                 + 2 * N_seq                        (per-sequence AdaLN projections)
-                                                 + 4 * depth * C * P                (attention scores QK^T and A.V)
-    N_tok = depth * (4 C^2 + 2 C H) + C V          (qkv 3C^2, proj C^2, fc1+fc2 2CH; head C V), H = mlp hidden
-    N_seq = depth * 6 C^2 + 2 C^2                  (AdaLN: per block 6C x C, before the head 2C x C; 0 if AdaLN off)
-    P     = sum_k pn_k^2 * (sum_{j<=k} pn_j^2)     (query-key pairs the block-causal mask admits)
-
-On VAR-d16 at 256 px this gives 895 GFLOP per image, the 896 G of ANCHORS.md (tests/test_scaling.py).
+Training compute C (FLOPs): `train_flops` of eval/complexity.py, the project's one analytic counter
+(C = 3 * F_fwd * sequences seen, sequences seen = batch_size * steps).
 
 Fits: L = (beta * X)^alpha, i.e. log L = alpha log X + alpha log beta, by least squares in log-log space (what
 the paper's straight lines in Fig. 5/6 are); Pearson r is that of (log X, log L).
@@ -29,39 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.complexity import attention_pairs, forward_flops, train_flops  # noqa: F401 (the counter, re-exported)
 from eval.config import ScalingConfig  # noqa: F401 (re-exported)
 from eval.paper import SCALING_FITS, SCALING_PEARSON
-from var.config import VARConfig
 
 # The paper's eq. 11-16 fits (eval/paper.py) use N in billions of parameters and C in PFLOPs (units of the axes of
 # Fig. 5/6 as we read them), so beta is comparable only in those units; alpha and r are unit-free.
 X_UNITS = {"N": 1e9, "C": 1e15}       # the fits below are done in these units too (N in B params, C in PFLOPs)
 TARGETS = ("L_last", "L_mean", "err_last", "err_mean")
-
-
-# ------------------------------------------------------------------------------------------------ compute
-def attention_pairs(patch_nums) -> int:
-    """P: (query, key) pairs admitted by the block-causal mask (a token sees its own and every coarser scale)."""
-    P, seen = 0, 0
-    for pn in patch_nums:
-        seen += pn * pn
-        P += pn * pn * seen
-    return P
-
-
-def forward_flops(cfg: VARConfig) -> int:
-    """F_fwd: matmul FLOPs of one teacher-forced forward pass over one full sequence (see module docstring)."""
-    C, d, V, Cv = cfg.embed_dim, cfg.depth, cfg.vocab_size, cfg.z_channels
-    H = round(C * cfg.mlp_ratio)
-    L, first_l = cfg.seq_len, cfg.patch_nums[0] ** 2
-    n_tok = d * (4 * C * C + 2 * C * H) + C * V
-    n_seq = ((6 * C * C if cfg.shared_aln else d * 6 * C * C) + 2 * C * C) if cfg.adaln else 0
-    return 2 * n_tok * L + 2 * Cv * C * (L - first_l) + 2 * n_seq + 4 * d * C * attention_pairs(cfg.patch_nums)
-
-
-def train_flops(cfg: VARConfig, sequences: int) -> int:
-    """C after `sequences` training sequences (images): forward + backward (2x forward)."""
-    return 3 * forward_flops(cfg) * int(sequences)
 
 
 # ------------------------------------------------------------------------------------------------ fits
