@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.common import peak_gb, print_table, reset_peak, sync, time_median, write_result
 from var.config import VAR_PRESETS, TrainConfig
-from var.train import make_loss_fn
+from var.token_loss import make_loss_fn
 from var.transformer import VAR
 
 SETTINGS = {"resolution": 256, "dtype": "bfloat16 autocast", "optimizer": "AdamW fused",

@@ -8,7 +8,7 @@ from var.ar import AR, ARConfig, sample_ar, single_scale
 from var.checkpoint import load_model_checkpoint, save_checkpoint
 from var.config import VARConfig, VQVAEConfig
 from var.sampling import sample
-from var.train import model_inputs
+from var.token_data import model_inputs
 from var.transformer import VAR
 from var.vqvae import VQVAE
 

@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from var.config import VARConfig, VQVAEConfig, build_config
-from var.train import (
-    TrainConfig,
-    blockwise_compiled_forward_loss,
-    compiled_forward_loss,
-    forward_loss,
-    make_loss_fn,
-    train_var,
-)
+from var.token_loss import blockwise_compiled_forward_loss, compiled_forward_loss, forward_loss, make_loss_fn
+from var.train import TrainConfig, train_var
 from var.transformer import VAR
 from var.vqvae import VQVAE
 

@@ -45,7 +45,9 @@ import torch
 from var.checkpoint import configs_from_reference, load_official_state_dict
 from var.config import TrainConfig
 from var.reference_args import train_config_from_reference
-from var.train import make_loss_fn, make_optimizer, schedule_lengths, train_step, var_inputs
+from var.token_data import var_inputs
+from var.token_loss import make_loss_fn
+from var.train import make_optimizer, schedule_lengths, train_step
 from var.transformer import VAR, InjectedRandomness
 from var.vqvae import VQVAE
 

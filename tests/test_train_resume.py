@@ -14,7 +14,10 @@ import torch
 from var.checkpoint import load_model_checkpoint
 from var.config import ConfigError, build_config
 from var.io import load_torch
-from var.train import TrainConfig, epoch_order, evaluate, mean_token_loss, param_groups, token_ce_BL, train_var
+from var.loop import epoch_order
+from var.token_data import evaluate
+from var.token_loss import mean_token_loss, token_ce_BL
+from var.train import TrainConfig, param_groups, train_var
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -182,7 +185,8 @@ def test_compiled_training_computes_the_eager_function(tmp_path):
     label dropout draw the same masks), a compiled train_var runs, and an eager run's state resumes under it.
     (Whole runs are not compared: AdamW turns rounding-level differences of near-zero gradients into lr-sized
     steps, so two runs drift apart whatever the implementation.)"""
-    from var.train import as_token_data, compiled_forward_loss, forward_loss, var_inputs
+    from var.token_data import as_token_data, var_inputs
+    from var.token_loss import compiled_forward_loss, forward_loss
     torch.set_num_threads(2)
     var, vq, tr, va = make()
     var.train()

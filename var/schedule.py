@@ -1,4 +1,5 @@
-"""Learning-rate and weight-decay schedule of the reference VAR training (`lr_wd_annealing`).
+"""The project's learning-rate and weight-decay schedules: the reference VAR training's (`lr_wd_annealing`), and
+the tokenizer trainer's warm-up + cosine (`warmup_cosine_factor`, at the end).
 
 The formulas, boundaries and the order of the float operations follow the reference exactly, so the values match
 its recorded samples to float64 rounding (`tests/data/fixture_lr_schedule.json`, and the per-step lr / wd of the
@@ -78,3 +79,14 @@ def lr_wd_at(it: int, *, peak_lr: float, max_it: int, warmup_it: float, wd: floa
     f = lr_factor_at(it, max_it=max_it, warmup_it=warmup_it, warmup_start_ratio=warmup_start_ratio,
                      final_lr_ratio=final_lr_ratio, schedule=schedule)
     return f * peak_lr, wd_at(it, max_it=max_it, wd=wd, wd_end=wd_end)
+
+
+def warmup_cosine_factor(step: int, *, max_it: int, warmup_steps: int, final_lr_ratio: float) -> float:
+    """The tokenizer trainer's lr multiplier at `step` (0-based): linear warm-up (step + 1) / warmup_steps, then
+    cosine from 1 to `final_lr_ratio` at the last step (1 throughout when final_lr_ratio is 1)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if final_lr_ratio == 1.0:
+        return 1.0
+    frac = min(1.0, (step - warmup_steps) / max(1, max_it - 1 - warmup_steps))
+    return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))

@@ -27,9 +27,16 @@ import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
 from var.config import TokenizerTrainConfig, config_to_dict  # noqa: F401 (re-exported)
-from var.distributed import all_reduce_sum, barrier, chunk_bounds, current_world, my_chunks
+from var.distributed import (
+    all_reduce_sum,
+    barrier,
+    chunk_bounds,
+    current_world,
+    my_chunks,
+)
 from var.io import atomic_torch_save, load_torch
-from var.train import capture_rng, epoch_order, restore_rng, seed_everything
+from var.loop import capture_rng, epoch_order, restore_rng, seed_everything
+from var.schedule import warmup_cosine_factor
 from var.weights import load_weights
 
 
@@ -161,13 +168,9 @@ def _all_reduce_grads(module: nn.Module, world) -> None:
 
 
 def tokenizer_lr_scale(cfg: TokenizerTrainConfig, step: int, max_it: int) -> float:
-    """lr multiplier at `step` (0-based): linear warm-up from 0, then cosine from 1 to cfg.final_lr_ratio."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.final_lr_ratio == 1.0:
-        return 1.0
-    frac = min(1.0, (step - cfg.warmup_steps) / max(1, max_it - 1 - cfg.warmup_steps))
-    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+    """lr multiplier at `step` (0-based): var.schedule.warmup_cosine_factor with the config's settings."""
+    return warmup_cosine_factor(step, max_it=max_it, warmup_steps=cfg.warmup_steps,
+                                final_lr_ratio=cfg.final_lr_ratio)
 
 
 def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTrainConfig, *, out_dir,

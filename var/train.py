@@ -21,22 +21,22 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from var.checkpoint import save_checkpoint
 from var.config import NAN_POLICIES, TrainConfig, config_to_dict  # noqa: F401 (re-exported)
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, chunk_seed, current_world, my_chunks
-from var.io import atomic_torch_save, load_npz, load_torch
+from var.io import atomic_torch_save, load_torch
+from var.loop import capture_rng, epoch_order, restore_rng, seed_everything  # noqa: F401 (re-exported)
 from var.schedule import lr_wd_at
-from var.transformer import compiled_block_fn
+from var.token_data import as_token_data, evaluate_sharded, model_inputs, split_scales
+from var.token_loss import forward_loss, make_loss_fn, token_ce_BL
 
 _MAX_CONSECUTIVE_SKIPS = 20   # a run that keeps producing non-finite losses has diverged; stop it
 
@@ -44,181 +44,6 @@ _MAX_CONSECUTIVE_SKIPS = 20   # a run that keeps producing non-finite losses has
 # positional / level embeddings, the unconditional class row, and the attention temperature `scale_mul`.
 NO_DECAY_KEYS = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start",
                  "start_pos", "lvl_embed", "gamma", "beta", "ana_gamma", "ana_beta", "ada_gss", "scale_mul")
-
-
-# ------------------------------------------------------------------------------------------------ RNG state
-def seed_everything(seed: int) -> None:
-    """Seed the global torch (CPU and CUDA), numpy and python RNGs at the start of a fresh run."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def capture_rng() -> dict:
-    """All global RNG states as tensors/ints, so that `load_torch` (weights_only=True) can read them back."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    out = {"torch": torch.get_rng_state(),
-           "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                     "has_gauss": int(has_gauss), "gauss": float(gauss)},
-           "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def restore_rng(st: dict) -> None:
-    torch.set_rng_state(st["torch"].cpu())
-    n = st["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = st["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
-
-
-# ------------------------------------------------------------------------------------------------ data
-@dataclass(frozen=True)
-class TokenData:
-    idx_NL: np.ndarray          # int16/int32, all scales concatenated
-    labels_N: np.ndarray        # int64
-    patch_nums: tuple[int, ...]
-
-    @property
-    def num(self) -> int:
-        return int(self.labels_N.shape[0])
-
-
-def as_token_data(tokens: Any, patch_nums: tuple[int, ...] | None, what: str) -> TokenData:
-    """A token file path or a mapping with idx_NL / labels_N / patch_nums -> checked TokenData."""
-    if isinstance(tokens, TokenData):
-        d = {"idx_NL": tokens.idx_NL, "labels_N": tokens.labels_N, "patch_nums": np.asarray(tokens.patch_nums)}
-    elif isinstance(tokens, Mapping):
-        d = tokens
-    else:
-        d = load_npz(tokens, required=("idx_NL", "labels_N", "patch_nums"))
-    pns = tuple(int(p) for p in np.asarray(d["patch_nums"]).reshape(-1))
-    if patch_nums is not None and pns != tuple(patch_nums):
-        raise ValueError(f"{what} tokens have patch_nums {pns}, the model expects {tuple(patch_nums)}")
-    idx_NL, labels_N = np.asarray(d["idx_NL"]), np.asarray(d["labels_N"]).astype(np.int64)
-    L = sum(p * p for p in pns)
-    if idx_NL.ndim != 2 or idx_NL.shape[1] != L or idx_NL.shape[0] != labels_N.shape[0]:
-        raise ValueError(f"{what} tokens: idx_NL {idx_NL.shape} / labels_N {labels_N.shape} do not match L={L}")
-    return TokenData(idx_NL, labels_N, pns)
-
-
-def epoch_order(seed: int, epoch: int, num: int, iters: int, batch_size: int) -> np.ndarray:
-    """Sample indices of one epoch, (iters * batch_size,): a permutation drawn from (seed, epoch), repeated
-    cyclically to fill the last batch (the reference also fills every batch, iters = ceil(N / B))."""
-    perm = np.random.default_rng([seed, epoch]).permutation(num)
-    return np.resize(perm, iters * batch_size)
-
-
-def split_scales(idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> list[torch.Tensor]:
-    return list(torch.split(idx_BL, [p * p for p in patch_nums], dim=1))
-
-
-# ------------------------------------------------------------------------------------------------ loss
-def var_inputs(vqvae, idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> torch.Tensor:
-    """Teacher-forcing input for next-scale prediction, (B, L - pn_1^2, Cvae); the tokenizer is frozen."""
-    with torch.no_grad():
-        return vqvae.idx_to_var_input(split_scales(idx_BL, patch_nums))
-
-
-def model_inputs(model, vqvae, idx_BL: torch.Tensor, patch_nums: tuple[int, ...]) -> torch.Tensor:
-    """Teacher-forcing input of either model kind: a model with `teacher_forcing_input` (the AR baseline,
-    var/ar.py: its own tokens shifted right) builds it from the tokens; VAR gets `var_inputs`."""
-    if hasattr(model, "teacher_forcing_input"):
-        return model.teacher_forcing_input(idx_BL)
-    return var_inputs(vqvae, idx_BL, patch_nums)
-
-
-def token_ce_BL(logits_BLV: torch.Tensor, gt_BL: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Per-token cross entropy (B, L), computed in float32."""
-    B, L, V = logits_BLV.shape
-    return F.cross_entropy(logits_BLV.float().reshape(-1, V), gt_BL.reshape(-1), reduction="none",
-                           label_smoothing=label_smoothing).view(B, L)
-
-
-def mean_token_loss(loss_BL: torch.Tensor) -> torch.Tensor:
-    """Uniform weights 1/L over all tokens then the batch mean (the reference's `loss.mul(lw).sum(-1).mean()`)."""
-    L = loss_BL.shape[1]
-    return loss_BL.mul(1.0 / L).sum(dim=-1).mean()
-
-
-def _loss_from_logits(logits_BLV: torch.Tensor, idx_BL: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    return mean_token_loss(token_ce_BL(logits_BLV, idx_BL, label_smoothing))
-
-
-def forward_loss(net, label_B: torch.Tensor, x_BLCv: torch.Tensor, idx_BL: torch.Tensor, label_gen,
-                 label_smoothing: float, use_bf16: bool, recompute_blocks: int = 0,
-                 recompute_ffn: bool = False, block_fn=None, loss_from_logits=_loss_from_logits,
-                 injected=None, return_logits: bool = False):
-    """Mean token loss of a (chunk of a) batch; label_gen None: a model without a label-dropout generator.
-    recompute_* / block_fn: activation checkpointing and the block call inside VAR.forward (TrainConfig). This
-    whole function is what TrainConfig.compile (compile_scope 'step') hands to torch.compile.
-    injected: test-only recorded randomness for VAR.forward (var.transformer.InjectedRandomness).
-    return_logits: (loss, logits_BLV) instead of the loss, for per-scale statistics (train_step `metrics`)."""
-    kw = {} if label_gen is None else {"generator": label_gen}
-    if recompute_blocks or recompute_ffn:
-        kw.update(recompute_blocks=recompute_blocks, recompute_ffn=recompute_ffn)
-    if block_fn is not None:
-        kw["block_fn"] = block_fn
-    if injected is not None:
-        kw["injected"] = injected
-    with torch.autocast(x_BLCv.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        logits_BLV = net(label_B, x_BLCv, **kw)
-    loss = loss_from_logits(logits_BLV, idx_BL, label_smoothing)
-    return (loss, logits_BLV) if return_logits else loss
-
-
-def compiled_forward_loss(activation_memory_budget: float = 1.0):
-    """forward_loss through torch.compile; the settings apply while it compiles (the partition into saved and
-    recomputed activations is decided at the first forward). fallback_random: drop-path and label dropout draw
-    from the same RNG streams as eager (Inductor's own philox kernels would draw other masks), so a compiled run
-    is the eager run to float rounding."""
-    compiled = torch.compile(forward_loss)
-
-    def loss_fn(*args, **kwargs):
-        with torch._functorch.config.patch(activation_memory_budget=activation_memory_budget), \
-                torch._inductor.config.patch(fallback_random=True):
-            return compiled(*args, **kwargs)
-    return loss_fn
-
-
-def blockwise_compiled_forward_loss(activation_memory_budget: float = 1.0):
-    """compile_scope 'block': forward_loss eagerly, with each transformer block and the cross entropy through
-    torch.compile (var.transformer.compiled_block_fn). Activation recompute then stays eager autograd, which frees
-    each recomputed block in the backward before recomputing the next; under one compiled step graph much less is
-    freed (measured on CPU, benchmarks/explore/perf4_recompute_cpu_memory.py: recomputing 3 of 6 blocks lowered the
-    backward's peak by 12% in one step graph and by 66% here; on an H200, recomputing 8 of 16 blocks lowered the
-    step graph's peak by 3.8 GB, here by 13.3 GB). Same function as eager, to float rounding; fallback_random as
-    in compiled_forward_loss."""
-    block_fn = compiled_block_fn()
-    ce = torch.compile(_loss_from_logits)
-
-    def loss_fn(*args, **kwargs):
-        with torch._functorch.config.patch(activation_memory_budget=activation_memory_budget), \
-                torch._inductor.config.patch(fallback_random=True):
-            return forward_loss(*args, **kwargs, block_fn=block_fn, loss_from_logits=ce)
-    return loss_fn
-
-
-def make_loss_fn(cfg: TrainConfig):
-    """forward_loss as TrainConfig asks: eager or compiled (per step or per block), with its activation-recompute
-    settings bound."""
-    if not cfg.compile:
-        base = forward_loss
-    elif cfg.compile_scope == "block":
-        base = blockwise_compiled_forward_loss(cfg.activation_memory_budget)
-    else:
-        base = compiled_forward_loss(cfg.activation_memory_budget)
-    if not (cfg.recompute_blocks or cfg.recompute_ffn):
-        return base
-
-    def loss_fn(*args, **kwargs):
-        return base(*args, recompute_blocks=cfg.recompute_blocks, recompute_ffn=cfg.recompute_ffn, **kwargs)
-    return loss_fn
 
 
 SPEED_ONLY_KEYS = ("compile", "compile_scope", "activation_memory_budget", "recompute_blocks", "recompute_ffn")
@@ -251,54 +76,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
                                        betas=cfg.betas, eps=cfg.eps, weight_decay=0.0, foreach=False, fused=fast)
     return torch.optim.AdamW(param_groups(model), lr=cfg.peak_lr, betas=cfg.betas, eps=cfg.eps,
                              weight_decay=0.0, foreach=False, fused=fast)
-
-
-# ------------------------------------------------------------------------------------------------ eval
-@torch.no_grad()
-def evaluate(model, vqvae, data: TokenData, batch_size: int, device: torch.device) -> dict:
-    """Mean CE over all tokens, CE of the last scale, token error rate (1 - argmax accuracy) per scale."""
-    was_training = model.training
-    model.eval()
-    pns = data.patch_nums
-    K = len(pns)
-    bounds = np.cumsum([0] + [p * p for p in pns])
-    loss_sum, loss_last_sum, n = 0.0, 0.0, 0
-    err_sum_K = np.zeros(K)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for s in range(0, data.num, batch_size):
-            idx_BL = torch.from_numpy(data.idx_NL[s:s + batch_size].astype(np.int64)).to(device)
-            label_B = torch.from_numpy(data.labels_N[s:s + batch_size]).to(device)
-            logits_BLV = model(label_B, model_inputs(model, vqvae, idx_BL, pns))
-            loss_BL = token_ce_BL(logits_BLV, idx_BL)
-            wrong_BL = (logits_BLV.argmax(dim=-1) != idx_BL).double()
-            B = idx_BL.shape[0]
-            loss_sum += loss_BL.double().mean(dim=1).sum().item()
-            loss_last_sum += loss_BL[:, bounds[-2]:].double().mean(dim=1).sum().item()
-            for k in range(K):
-                err_sum_K[k] += wrong_BL[:, bounds[k]:bounds[k + 1]].mean(dim=1).sum().item()
-            n += B
-    model.train(was_training)
-    err_K = err_sum_K / max(n, 1)
-    return {"val_loss": loss_sum / max(n, 1), "val_loss_last": loss_last_sum / max(n, 1),
-            "val_err_last": float(err_K[-1]), "val_err_mean_scales": float(err_K.mean()),
-            "val_err_per_scale": [float(e) for e in err_K]}
-
-
-def evaluate_sharded(model, vqvae, data: TokenData, batch_size: int, device: torch.device, world=None) -> dict:
-    """`evaluate` with the rows split over the ranks and the sums all-reduced (plain `evaluate` on one process)."""
-    world = world or current_world()
-    if not world.distributed:
-        return evaluate(model, vqvae, data, batch_size, device)
-    lo, hi = (data.num * world.rank) // world.size, (data.num * (world.rank + 1)) // world.size
-    part = TokenData(data.idx_NL[lo:hi], data.labels_N[lo:hi], data.patch_nums)
-    m = evaluate(model, vqvae, part, batch_size, device)
-    n = hi - lo
-    keys = ("val_loss", "val_loss_last", "val_err_last", "val_err_mean_scales")
-    tot = all_reduce_sum([m[k] * n for k in keys] + [e * n for e in m["val_err_per_scale"]] + [n], device)
-    N = max(tot[-1], 1)
-    out = {k: float(tot[i] / N) for i, k in enumerate(keys)}
-    out["val_err_per_scale"] = [float(x / N) for x in tot[len(keys):-1]]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ train

@@ -17,7 +17,7 @@ from var.editing import force_first_scales
 from var.engine import engine_for
 from var.io import atomic_path, load_torch
 from var.sharded_sampling import generate
-from var.train import as_token_data, split_scales
+from var.token_data import as_token_data, split_scales
 
 
 def main(args, log) -> dict:

@@ -30,7 +30,8 @@ from pipeline.common import (
 from var.checkpoint import load_model_checkpoint
 from var.config import VARConfig, build_config, config_to_dict
 from var.io import atomic_torch_save, atomic_write_json, load_torch
-from var.train import TokenData, as_token_data, evaluate, train_var
+from var.token_data import TokenData, as_token_data, evaluate
+from var.train import train_var
 from var.transformer import VAR
 
 PARAM_KEYS = ("seed", "data.num_classes", "tokenizer.model", "scaling.depths", "scaling.width_per_depth",
