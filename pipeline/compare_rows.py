@@ -2,7 +2,7 @@
 
     python -m pipeline.compare_rows ROW_A ROW_B [--params params.yaml] [--configfile X] [--json]
 
-Reads what the DAG wrote under runs/rows/<row>/ (train `metrics.json`, `sample_metrics.json`, `scores.json`; a row
+Reads what the DAG wrote under runs/<run>/rows/<row>/ (train `metrics.json`, `sample_metrics.json`, `scores.json`; a row
 with `model_from` shows its source model's training metrics). The same diff through DVC, after `dvc commit`:
 `dvc metrics diff` between two experiments (`dvc exp run -n <row> ...`) or, within one run, this helper.
 """
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     for k, (x, y) in res["recipe_diff"].items():
         print(f"  {k:24s} {x!s:>12} -> {y!s:<12}")
     if not res["metrics"]:
-        print(f"no metrics yet under runs/rows/{{{a},{b}}}: run `snakemake --cores all table3` first", file=sys.stderr)
+        print(f"no metrics yet under runs/{p.run.name}/rows/{{{a},{b}}}: run `snakemake --cores all table3` first",
+              file=sys.stderr)
         return 1
     print(f"\n{'metric':36s} {a:>14s} {b:>14s} {'diff (B-A)':>12s}")
     for k, (x, y, d) in res["metrics"].items():

@@ -100,7 +100,6 @@ class TokenizerSection:
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     pretrained: str = ""         # a released tokenizer checkpoint (e.g. vae_ch160v4096z32.pth): imported, not trained
     pretrained_sha256: str = ""  # optional full sha256 of `pretrained`; the digest loaded is recorded either way
-    pretrained_sha256: str = ""  # optional: its full sha256; the digest imported is recorded in the metrics
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,6 @@ class ModelSection:
     train: TrainConfig
     pretrained: str = ""         # a released VAR checkpoint (e.g. var_d16.pth): imported (import_var), not trained
     pretrained_sha256: str = ""  # optional full sha256 of `pretrained`; the digest loaded is recorded either way
-    pretrained_sha256: str = ""  # optional: its full sha256; the digest imported is recorded in the metrics
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A row's `sampler` is the one sampler schema (var.config.SamplerConfig): any vari
 top-p off, rejection sampling -- is a row that reuses a trained model (`model_from`) with other sampler keys.
 
 Adding a row is a params change: the DAG (pipeline/plan.py) gets `train_row` / `sample_row` / `score_row` jobs for
-every row of a table, writing `runs/rows/<name>/{model.pt,metrics.json,samples.npz,sample_metrics.json,
+every row of a table, writing `runs/<run>/rows/<name>/{model.pt,metrics.json,samples.npz,sample_metrics.json,
 scores.json}`. The row's tokenizer is decided by its kind and setting (`row_source`): VAR rows read the
 multi-scale tokens of their setting, AR rows the single-scale (VQGAN-style) tokens of `tokenizer_ar`.
 

@@ -190,7 +190,7 @@ def test_engine_blocks_are_world_size_independent():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fused_gelu_epilogue_is_the_tanh_gelu_on_gpu():
-    from var.transformer import FFN
+    from var.blocks import FFN
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16):
         ffn = FFN(64, 256, 0.0).cuda().to(dtype)
@@ -212,7 +212,7 @@ def test_compiled_block_is_one_graph_for_every_block_even_with_float_specialisat
     after 8 dynamo ran the rest eagerly (measured on an H200). A few graphs (scale length 1 is specialised) only."""
     import torch._dynamo.utils as du
 
-    from var.transformer import AdaLNSelfAttn
+    from var.blocks import AdaLNSelfAttn
     var = VAR(VARConfig(depth=10, num_classes=5, vocab_size=64, z_channels=8, patch_nums=PN, embed_dim_override=64,
                         num_heads_override=2, drop_path_rate_override=0.1)).eval()
     assert len({b.drop_path.p for b in var.blocks}) == 10
@@ -259,8 +259,8 @@ def test_priming_runs_the_graphs_sampling_uses_largest_scale_first():
     its launch configuration) was the priming's. The runner's compiled scale steps still equal the eager ones."""
     import torch._dynamo.utils as du
 
+    from var.blocks import AdaLNSelfAttn
     from var.engine import GraphRunner, prime_compiled
-    from var.transformer import AdaLNSelfAttn
     var, _ = tiny_models()
     torch._dynamo.reset()
     du.counters.clear()

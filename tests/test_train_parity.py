@@ -9,7 +9,7 @@ map; the optimizer is make_optimizer / param_groups, the schedule var.schedule, 
 the function train_var's loop calls. Target tokens are our tokenizer's encoding of the recorded images (compared
 with the recorded `gt_BL`); the compact copy has no images and uses `gt_BL`. The reference's random decisions
 (labels after classifier-free-guidance dropout, drop-path keep masks) are injected through the test-only
-`injected` argument of train_step (var.transformer.InjectedRandomness); everything else is computed.
+`injected` argument of train_step (var.blocks.InjectedRandomness); everything else is computed.
 
 Compared every step (tolerances of FIXTURES_train.md section 10; the loss 1e-6 relative): parameter-group
 membership and lr / weight decay per group (1e-12 relative), loss, per-scale CE and the logged Lm / Lt (1e-5),
@@ -42,13 +42,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from var.blocks import InjectedRandomness
 from var.checkpoint import configs_from_reference, load_official_state_dict
 from var.config import TrainConfig
 from var.reference_args import train_config_from_reference
 from var.token_data import var_inputs
 from var.token_loss import make_loss_fn
 from var.train import make_optimizer, schedule_lengths, train_step
-from var.transformer import VAR, InjectedRandomness
+from var.transformer import VAR
 from var.vqvae import VQVAE
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -17,9 +17,10 @@ import math
 import torch
 import torch.nn as nn
 
+from .blocks import AdaLNBeforeHead, AdaLNSelfAttn
 from .config import ARConfig, single_scale  # noqa: F401 (re-exported)
 from .sampling import draw, filter_top_k_top_p_, guidance_weight, resolve_labels
-from .transformer import VAR, AdaLNBeforeHead, AdaLNSelfAttn
+from .transformer import VAR
 
 
 class AR(nn.Module):

@@ -5,7 +5,7 @@ Levers, each lossless:
     f_hat stay float32, so token maps are accumulated exactly as in the plain path);
   * AdaLN modulation computed once per image, a preallocated static KV cache (var.transformer);
   * one CUDA graph per scale step (the transformer blocks and the head), captured once per batch size;
-  * on CUDA, fc1's bias + tanh-GELU in the cuBLASLt GEMM epilogue (var.transformer.FFN.fused_gelu);
+  * on CUDA, fc1's bias + tanh-GELU in the cuBLASLt GEMM epilogue (var.blocks.FFN.fused_gelu);
   * channels-last low-precision VQVAE decode/encode in chunks (optionally GroupNorm with per-channel statistics);
   * the quantiser's bicubic upsampling as two small matmuls (var.quant.bicubic_matrix);
   * batches larger than fit in memory run in chunks, so any batch size runs.
@@ -17,8 +17,9 @@ import copy
 
 import torch
 
+from .blocks import _with_compile_limit
 from .sampling import EagerRunner, sample
-from .transformer import VAR, _with_compile_limit
+from .transformer import VAR
 from .vqvae import VQVAE, set_channel_stats
 
 
@@ -190,7 +191,7 @@ class GenerationEngine:
             # cache is per function, shared by every engine of the process: two models or switch settings exceed
             # its default limit of 8, after which it silently runs the blocks eagerly (measured on an H200: d30
             # after d16 ran eager). The engine's compiled calls therefore raise that limit while they compile.
-            from .transformer import AdaLNSelfAttn
+            from .blocks import AdaLNSelfAttn
             fwd = _with_compile_limit(torch.compile(AdaLNSelfAttn.forward, dynamic=True))
             self.block_fn = lambda block, x, kv, pos, m: fwd(block, x, None, None, kv, pos, m)
             self.head_fn = _with_compile_limit(torch.compile(VAR.logits, dynamic=True))

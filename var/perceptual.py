@@ -137,6 +137,6 @@ def build_perceptual(kind: str, weights: Sequence[str | Path] = (), evalnet: nn.
     if kind == "evalnet":
         if evalnet is None:
             raise FileNotFoundError("perceptual 'evalnet' needs the evaluation network checkpoint "
-                                    "(the tokenizer stage's --evalnet input, runs/evalnet/model.pt)")
+                                    "(the tokenizer stage's --evalnet input, runs/<run>/evalnet/model.pt)")
         return FeatureDistance(evalnet)
     raise ValueError(f"unknown perceptual backbone {kind!r}; choose 'evalnet' or 'lpips-vgg16'")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from var.blocks import compiled_block_fn
 from var.config import TrainConfig
-from var.transformer import compiled_block_fn
 
 
 def token_ce_BL(logits_BLV: torch.Tensor, gt_BL: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -35,7 +35,7 @@ def forward_loss(net, label_B: torch.Tensor, x_BLCv: torch.Tensor, idx_BL: torch
     """Mean token loss of a (chunk of a) batch; label_gen None: a model without a label-dropout generator.
     recompute_* / block_fn: activation checkpointing and the block call inside VAR.forward (TrainConfig). This
     whole function is what TrainConfig.compile (compile_scope 'step') hands to torch.compile.
-    injected: test-only recorded randomness for VAR.forward (var.transformer.InjectedRandomness).
+    injected: test-only recorded randomness for VAR.forward (var.blocks.InjectedRandomness).
     return_logits: (loss, logits_BLV) instead of the loss, for per-scale statistics (train_step `metrics`)."""
     kw = {} if label_gen is None else {"generator": label_gen}
     if recompute_blocks or recompute_ffn:
@@ -66,7 +66,7 @@ def compiled_forward_loss(activation_memory_budget: float = 1.0):
 
 def blockwise_compiled_forward_loss(activation_memory_budget: float = 1.0):
     """compile_scope 'block': forward_loss eagerly, with each transformer block and the cross entropy through
-    torch.compile (var.transformer.compiled_block_fn). Activation recompute then stays eager autograd, which frees
+    torch.compile (var.blocks.compiled_block_fn). Activation recompute then stays eager autograd, which frees
     each recomputed block in the backward before recomputing the next; under one compiled step graph much less is
     freed (measured on CPU, benchmarks/explore/perf4_recompute_cpu_memory.py: recomputing 3 of 6 blocks lowered the
     backward's peak by 12% in one step graph and by 66% here; on an H200, recomputing 8 of 16 blocks lowered the

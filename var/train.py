@@ -179,7 +179,7 @@ def train_step(model, opt, vqvae, idx_BL: torch.Tensor, label_B: torch.Tensor, c
     4. Update: AdamW step when the loss and the norm are finite; otherwise the gradients are dropped and nothing
        changes (the caller applies cfg.nan_policy).
     Randomness, in this order: label dropout from `label_gen` (models whose forward takes `generator`), drop path
-    from the global torch RNG. `injected` (test-only; var.transformer.InjectedRandomness): recorded decisions of
+    from the global torch RNG. `injected` (test-only; var.blocks.InjectedRandomness): recorded decisions of
     another run used instead, nothing is drawn. `metrics`: also per-scale CE and accuracy of this forward (the
     logits are kept until then). Both need the one-process, one-chunk path.
     """

@@ -8,7 +8,7 @@ err = token error rate, last scale and mean over scales) and its training comput
 (eval/scaling.py). The Fig. 7 rows are also snapshotted at `scaling.fig7_fractions`.
 
 Outputs: the points (JSON) and the Fig. 7 snapshots (one torch file of self-describing checkpoints). Each depth
-resumes from runs/state/scaling/d<depth> after a kill; a finished depth is not retrained.
+resumes from runs/<run>/state/scaling/d<depth> after a kill; a finished depth is not retrained.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ of params `zeroshot`, one figure per task (rows: source, mask (grey = generated)
 records how many outside tokens equal the source's (always all of them).
 
 User mode, on your own image and mask (mask: any image, nonzero / white = generate; resized to the model's size):
-    python -m pipeline.stages.zeroshot --model runs/var/var-d6/model.pt --tokenizer runs/tokenizer/model.pt \
+    python -m pipeline.stages.zeroshot --model runs/default/var/var-d6/model.pt --tokenizer runs/default/tokenizer/model.pt \
         --image in.png --mask mask.png --label 3 --out out.png   (sampler: params `zeroshot.sampler`)
 """
 from __future__ import annotations
