@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.evalnet import load_evalnet, to_model_input
+from var.checkpoint import load_state_dict_strict
 from var.config import RejectionConfig
 from var.io import ArtifactError, load_torch
 
@@ -78,14 +79,7 @@ def torchvision_classifier(path: str | Path, arch: str, device, where: str, batc
         raise ArtifactError(f"{where}.classifier_weights: {path} is not a torchvision {arch} state dict "
                             f"(no 'fc.weight')")
     net = getattr(torchvision.models, arch)(weights=None, num_classes=int(sd["fc.weight"].shape[0]))
-    own = net.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs {arch} {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(sd)) if sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ArtifactError(f"{where}.classifier_weights: {path} does not match torchvision's {arch}: missing keys "
-                            f"{missing[:8]}, unexpected keys {unexpected[:8]}, mis-shaped {shapes[:8]}")
-    net.load_state_dict(sd, strict=True)
+    load_state_dict_strict(net, sd, f"{where}.classifier_weights: {path} (torchvision {arch})")
     net = net.to(device).eval()
     return _label_probs(lambda x: net(imagenet_preprocess(x)), int(sd["fc.weight"].shape[0]), device, batch_size)
 

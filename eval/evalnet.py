@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eval.config import EvalNetConfig  # noqa: F401 (re-exported)
-from var.checkpoint import without_wall_clock
+from var.checkpoint import load_state_dict_strict, without_wall_clock
 from var.config import config_to_dict
 from var.io import ArtifactError, atomic_torch_save, load_torch
 
@@ -170,13 +170,5 @@ def load_evalnet(path, map_location: str = "cpu") -> EvalNet:
         raise ArtifactError(f"{path}: not an evalnet checkpoint (kind={ckpt.get('kind') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
     cfg = build_config(EvalNetConfig, ckpt["config"], "evalnet")
     model = EvalNet(cfg, int(ckpt["num_classes"]), int(ckpt["image_size"]))
-    own, sd = model.state_dict(), ckpt["model"]
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(sd)) if sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ArtifactError(f"{path}: evalnet weights do not match the stored config; missing keys {missing}, "
-                            f"unexpected keys {unexpected}, mis-shaped {shapes}")
-    model.load_state_dict(sd, strict=True)
+    load_state_dict_strict(model, ckpt["model"], f"{path}: evalnet weights (the stored config)")
     return model.to(map_location).eval()         # the module too, not only the loaded tensors

@@ -29,7 +29,7 @@ from .ar import AR, ARConfig  # noqa: E402
 MODEL_KINDS["ar"] = (AR, ARConfig)
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(ArtifactError):
     """A state dict does not fit the model: the message lists missing, unexpected and mis-shaped keys."""
 
 
