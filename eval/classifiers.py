@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from eval.evalnet import load_evalnet, to_model_input
 from var.checkpoint import load_state_dict_strict
 from var.config import RejectionConfig
-from var.io import ArtifactError, load_torch
+from var.io import ArtifactError
+from var.weights import load_weights
 
 Classify = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -64,15 +65,16 @@ def imagenet_preprocess(x_BHW3: torch.Tensor, resize: int = 256, crop: int = 224
     return (x - mean) / std
 
 
-def torchvision_classifier(path: str | Path, arch: str, device, where: str, batch_size: int = 64) -> Classify:
-    """A torchvision `arch` (resnet50, ...) with the state dict stored at `path` (plain, or under 'state_dict' /
-    'model'), its class count read from the head. `where` names the params key in errors."""
+def torchvision_classifier(path: str | Path, arch: str, device, where: str, batch_size: int = 64,
+                           expected_sha256: str = "") -> Classify:
+    """A torchvision `arch` (resnet50, ...) with the state dict stored at `path` (plain, or under
+    'state_dict' / 'model'), its class count read from the head; loaded by var.weights.load_weights (weights_only,
+    the optional full pin checked; the digest loaded is `classify.sha256`). `where` names the params section in
+    errors."""
     import torchvision
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}.classifier_weights: classifier weights not found: {path} (a local "
-                                f"torchvision {arch} state dict; nothing is downloaded)")
-    sd = load_torch(path)
+    sd, digest = load_weights(path, expected_sha256, key=f"{where}.classifier_weights",
+                              what=f"torchvision {arch} classifier weights",
+                              hint="a local state dict; nothing is downloaded")
     if isinstance(sd, dict) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
         sd = sd.get("state_dict", sd.get("model", sd))
     if not isinstance(sd, dict) or "fc.weight" not in sd:
@@ -81,15 +83,19 @@ def torchvision_classifier(path: str | Path, arch: str, device, where: str, batc
     net = getattr(torchvision.models, arch)(weights=None, num_classes=int(sd["fc.weight"].shape[0]))
     load_state_dict_strict(net, sd, f"{where}.classifier_weights: {path} (torchvision {arch})")
     net = net.to(device).eval()
-    return _label_probs(lambda x: net(imagenet_preprocess(x)), int(sd["fc.weight"].shape[0]), device, batch_size)
+    classify = _label_probs(lambda x: net(imagenet_preprocess(x)), int(sd["fc.weight"].shape[0]), device,
+                            batch_size)
+    classify.sha256 = digest
+    return classify
 
 
 def rejection_classifier(rc: RejectionConfig, evalnet_path: str | Path | None, device, where: str) -> tuple:
     """(classify, description) of a rejection setting: `rc.classifier_weights` when set, else the evaluation
     network at `evalnet_path` (the job's input)."""
     if rc.classifier_weights:
-        return (torchvision_classifier(rc.classifier_weights, rc.classifier_arch, device, where),
-                f"{rc.classifier_arch} ({Path(rc.classifier_weights).name})")
+        classify = torchvision_classifier(rc.classifier_weights, rc.classifier_arch, device, where,
+                                          expected_sha256=rc.classifier_weights_sha256)
+        return classify, f"{rc.classifier_arch} ({Path(rc.classifier_weights).name}, sha256 {classify.sha256})"
     if not evalnet_path:
         raise ValueError(f"{where}: rejection sampling with the evaluation network needs its model (--classifier)")
     return evalnet_classifier(evalnet_path, device), "evalnet"

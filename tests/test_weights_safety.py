@@ -439,3 +439,36 @@ def test_score_stage_passes_the_inception_pin(tmp_path, monkeypatch):
     stage.main(args, logging.getLogger("test"))
     assert loads[0]["expected_sha256"] == good and loads[0]["weights_path"] == "w.pth"   # the pin reaches the loader
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------ rejection classifier
+def test_rejection_classifier_payload_and_wrong_pin_are_refused(tmp_path):
+    """`sampler.rejection.classifier_weights` (a torchvision state dict): a pickle payload never runs, a wrong pin is
+    refused naming both digests, and the digest loaded is recorded in the row's description."""
+    import torchvision
+
+    from eval.classifiers import rejection_classifier
+    from var.config import build_config
+    from var.config.sampling import RejectionConfig
+    assert_live(tmp_path)
+    marker = tmp_path / "marker"
+    payload = write_pickle_payload(tmp_path / "resnet18.pth", marker)
+    rc = build_config(RejectionConfig, {"threshold": 0.5, "classifier_weights": str(payload),
+                                        "classifier_arch": "resnet18", "classifier_weights_sha256": sha256(payload)},
+                      "rows.r.sampler.rejection")
+    msg = assert_refused_and_inert(lambda: rejection_classifier(rc, None, "cpu", "rows.r.sampler.rejection"), marker)
+    assert "rows.r.sampler.rejection.classifier_weights" in msg
+    torch.manual_seed(0)
+    good = tmp_path / "good.pth"
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), good)
+    wrong = build_config(RejectionConfig, {"threshold": 0.5, "classifier_weights": str(good),
+                                           "classifier_arch": "resnet18", "classifier_weights_sha256": WRONG},
+                         "rows.r.sampler.rejection")
+    assert_hash_refused(lambda: rejection_classifier(wrong, None, "cpu", "rows.r.sampler.rejection"), good, WRONG)
+    right = build_config(RejectionConfig, {"threshold": 0.5, "classifier_weights": str(good),
+                                           "classifier_arch": "resnet18", "classifier_weights_sha256": sha256(good)},
+                         "rows.r.sampler.rejection")
+    _, described = rejection_classifier(right, None, "cpu", "rows.r.sampler.rejection")
+    assert sha256(good) in described
+    with pytest.raises(ValueError, match="classifier_weights_sha256"):
+        build_config(RejectionConfig, {"classifier_weights_sha256": "abc"}, "rows.r.sampler.rejection")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .loader import Config, param
+from .loader import Config, check_sha256, param
 
 CFG_SCHEDULES = ("linear", "constant")
 # Classifiers a rejection-sampled row can load from a torchvision state dict (eval/classifiers.py).
@@ -23,6 +23,11 @@ class RejectionConfig(Config):
     # classifier state dict (e.g. ImageNet ResNet-50 weights), loaded with weights_only. Never downloaded.
     classifier_weights: str = ""
     classifier_arch: str = param("resnet50", choices=TORCHVISION_CLASSIFIERS)   # architecture of classifier_weights
+    classifier_weights_sha256: str = ""        # optional full sha256 pin of classifier_weights (recorded either way)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_sha256(self.classifier_weights_sha256, "classifier_weights_sha256")
 
     @property
     def enabled(self) -> bool:
