@@ -191,8 +191,8 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
     assert "ablation_train.png" in html and "<script src=\"http" not in html      # images: renders offline
 
     # A params edit that changes the plan, without re-rendering dvc.yaml: the stale command is refused
-    raw["table1"]["models"] = [p.table1_models[0]]
-    raw.setdefault("zeroshot", {})["model"] = p.table1_models[0]      # it must name a table1 model
+    # (the models in another order: the rows and zeroshot keep naming table1 models, table1's command changes)
+    raw["table1"]["models"] = list(reversed(p.table1_models))
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     res = run([BIN / "dvc", "repro", "table1"], dvc, ok=False)
     assert res.returncode != 0 and "dvc.yaml is stale" in res.stdout + res.stderr, res.stdout + res.stderr
