@@ -102,6 +102,8 @@ CONDITIONS = {
     "ablation": lambda p, ctx: bool(p.ablation.row),
     "ar_rows": lambda p, ctx: any(r.kind == "ar" for r in p.rows.values()),
     "several_seeds": lambda p, ctx: p.score.seeds > 1,
+    # a rejection row keeps a different number of images per seed: its spread is not that of plain sampling
+    "row_several_seeds": lambda p, ctx: p.score.seeds > 1 and not p.rows[ctx.row].sampler.rejection.enabled,
     "rejection_evalnet": lambda p, ctx: (p.rows[ctx.row].sampler.rejection.enabled
                                          and not p.rows[ctx.row].sampler.rejection.classifier_weights),
 }
