@@ -404,7 +404,7 @@ def test_output_group_renames_all_or_removes_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.json"]      # no c.npz, no pending file
 
 
-def test_tokens_stage_writes_neither_token_file_when_the_val_split_fails(tmp_path):
+def test_tokens_stage_writes_neither_token_file_when_the_val_split_fails(tmp_path, request):
     """The train tokens are encoded first; a corrupt val split must not leave them behind as a finished output."""
     from pipeline.stages import tokens
     from var.data import write_split
@@ -419,6 +419,9 @@ def test_tokens_stage_writes_neither_token_file_when_the_val_split_fails(tmp_pat
             "--tokenizer", str(tmp_path / "vq.pt"), "--train", str(tmp_path / "train.npz"),
             "--val", str(tmp_path / "val.npz"), "--train-tokens", str(tmp_path / "out/train_tokens.npz"),
             "--val-tokens", str(tmp_path / "out/val_tokens.npz"), "--log", str(tmp_path / "tokens.log")]
+    # run_stage flushes denormals to zero for the process (a CLI's whole life); in-process it must not leak into
+    # later tests, which draw subnormal floats
+    request.addfinalizer(lambda: torch.set_flush_denormal(False))
     with pytest.raises(SystemExit) as exc:
         tokens.cli(argv)
     assert exc.value.code == 1
