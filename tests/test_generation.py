@@ -77,6 +77,25 @@ def test_generate_is_the_block_seeded_sampler(models):
     assert block_seed(3, 2) == 3 * 100003 + 2
 
 
+
+def test_seed_repeats_are_the_same_labels_drawn_from_the_repeat_seeds(models, tmp_path):
+    """write_seed_repeats (the sample and sample_row stages' further seeds): repeat i is generate() at
+    repeat_seed(seed, i) = seed + 1_000_003 * i, the labels unchanged, every seed recorded (repeat 0 first)."""
+    from var.io import load_npz
+    from var.sharded_sampling import write_seed_repeats
+    var, vq = models
+    labels = np.repeat(np.arange(NC), 2)
+    kw = dict(cfg=1.5, cfg_schedule="linear", top_k=10, top_p=0.0, more_smooth=False)
+    write_seed_repeats(var, vq, labels, tmp_path / "seeds.npz", seeds=3, seed=5, block_size=4, **kw)
+    z = load_npz(tmp_path / "seeds.npz")
+    assert sorted(z) == ["images_seed1", "images_seed2", "labels", "seeds"]
+    assert z["seeds"].tolist() == [5, 5 + 1_000_003, 5 + 2 * 1_000_003] and np.array_equal(z["labels"], labels)
+    for i in (1, 2):
+        g = generate(var, vq, labels, block_size=4, seed=5 + 1_000_003 * i, **kw)
+        assert np.array_equal(z[f"images_seed{i}"], np.concatenate([g.images[b] for b in sorted(g.images)]))
+    assert not np.array_equal(z["images_seed1"], z["images_seed2"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seeds.npz"]      # the per-repeat files are removed
+
 def test_ar_rows_take_the_same_path():
     torch.manual_seed(0)
     ar = AR(ARConfig(depth=2, embed_dim_override=32, num_classes=3, vocab_size=32, patch_nums=(4,))).eval()

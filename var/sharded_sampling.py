@@ -207,5 +207,24 @@ def gather_to_file(blocks: dict, labels_N: np.ndarray, out_path: str | Path, blo
     return out
 
 
+
+def write_seed_repeats(model, vqvae, labels_N: np.ndarray, out_path: str | Path, *, seeds: int, seed: int,
+                       block_size: int, world: World = World(), engine=None, **sampler_kw) -> None:
+    """The same labels drawn again under sampling seeds repeat_seed(seed, 1..seeds-1) (mean +- sd over seeds):
+    `images_seed<i>` (N, H, W, 3) uint8, `labels`, and `seeds` (all of them, repeat 0 first) in one .npz, written
+    by rank 0. Each repeat goes through `generate` and `gather_to_file`, so it is world-size independent too."""
+    extra = {}
+    for i in range(1, seeds):
+        more = generate(model, vqvae, labels_N, block_size=block_size, seed=repeat_seed(seed, i), world=world,
+                        engine=engine, **sampler_kw)
+        tmp = f"{out_path}.seed{i}.npz"
+        got = gather_to_file(more.images, labels_N, tmp, block_size, world)
+        if world.is_main:
+            extra[f"images_seed{i}"] = got[0]
+            Path(tmp).unlink()
+    if world.is_main:
+        atomic_savez_reproducible(out_path, labels=labels_N,
+                                  seeds=np.asarray([repeat_seed(seed, i) for i in range(seeds)]), **extra)
+
 __all__ = ["block_seed", "repeat_seed", "block_bounds", "draw_images", "Generated", "generate", "generate_blocks",
-           "shard_path", "gather_to_file", "atomic_savez_reproducible"]
+           "shard_path", "gather_to_file", "atomic_savez_reproducible", "write_seed_repeats"]

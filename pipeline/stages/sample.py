@@ -9,7 +9,6 @@ generation path).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from var.checkpoint import load_matching_checkpoint
 from var.distributed import all_reduce_sum, init_from_env
 from var.engine import engine_for
 from var.io import atomic_write_json, save_image_grid
-from var.sharded_sampling import atomic_savez_reproducible, gather_to_file, generate, repeat_seed
+from var.sharded_sampling import gather_to_file, generate, write_seed_repeats
 
 
 def main(args, log) -> dict:
@@ -47,19 +46,8 @@ def main(args, log) -> dict:
     res = gather_to_file(g.images, labels_N, args.samples, sc.batch_size, world)
     log.info("wrote %s: %.1f s", args.samples, time.perf_counter() - t0)
     if args.seed_samples:                # score.seeds > 1: the same labels under further sampling seeds
-        extra = {}
-        for i in range(1, p.score.seeds):
-            more = generate(var, vqvae, labels_N, block_size=sc.batch_size, seed=repeat_seed(sc.seed, i),
-                            world=world, engine=engine, **sc.sampler.kwargs())
-            tmp = f"{args.seed_samples}.seed{i}.npz"
-            got = gather_to_file(more.images, labels_N, tmp, sc.batch_size, world)
-            if world.is_main:
-                extra[f"images_seed{i}"] = got[0]
-                Path(tmp).unlink()
-        if world.is_main:
-            atomic_savez_reproducible(args.seed_samples, labels=labels_N,
-                                      seeds=np.asarray([repeat_seed(sc.seed, i) for i in range(p.score.seeds)]),
-                                      **extra)
+        write_seed_repeats(var, vqvae, labels_N, args.seed_samples, seeds=p.score.seeds, seed=sc.seed,
+                           block_size=sc.batch_size, world=world, engine=engine, **sc.sampler.kwargs())
     if not world.is_main:
         return {}
     t0 = time.perf_counter()
