@@ -90,3 +90,23 @@ def test_score_stage_runs_the_guard_before_any_feature(tmp_path, monkeypatch):
     with pytest.raises(EvaluationGuardError, match="blocks 0 and 1"):
         stage.main(args, logging.getLogger("test"))
     assert not called and not (tmp_path / "scores.json").exists()
+
+
+def test_a_rejection_row_is_exempt_from_the_balance_and_block_checks_only():
+    """A rejection-sampled row keeps only accepted images (classes unbalanced by design, blocks shorter than the
+    batch size): the score stage skips those two checks for it, and labels its FID by the kept count."""
+    from pipeline.params import load_params
+    from pipeline.stages.score import check
+    root = Path(__file__).resolve().parents[1]
+    p = load_params(root / "params.yaml", [root / "configs/ci.yaml"])
+    H = p.data.image_size
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 0, 1, 2, 2, 3], dtype=np.int64)          # class 1 lost two images, class 3 one
+    images = rng.integers(0, 256, (len(labels), H, H, 3), dtype=np.uint8)
+    args = argparse.Namespace(name="var-re", real="runs/ci/data/val.npz")
+    sets = [("samples.npz", images, labels)]
+    assert check(args, p, sets, {"batch_size": 4, "rejection": {"threshold": 0.25}}) == "FID-7"
+    with pytest.raises(EvaluationGuardError, match="unbalanced"):
+        check(args, p, sets, {"batch_size": 4, "rejection": None})
+    with pytest.raises(EvaluationGuardError):                          # the size check still applies
+        check(args, p, [("samples.npz", images[:, :-1], labels)], {"batch_size": 4, "rejection": {"threshold": 0.25}})
