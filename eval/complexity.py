@@ -15,8 +15,8 @@ generation cost (paper Appendix B).
 Training compute: C = 3 * F_fwd * sequences (the backward pass costs 2x the forward). Generation of one image with
 the KV cache the samplers use does the same matmuls as one teacher-forced pass (each token's linear layers once,
 its attention over the tokens it may see), times `cfg_batch` = 2 as both samplers run the conditional and the
-unconditional halves. On VAR-d16 at 256 px F_fwd is 895 GFLOP per image x 3, the 896 G of ANCHORS.md
-(tests/test_scaling.py).
+unconditional halves. On VAR-d16 at 256 px the training compute per image, 3 * F_fwd, is 895 GFLOP, the 896 G of
+ANCHORS.md (tests/test_scaling.py).
 
 `paper_attention_cost` is Appendix B's counting instead: every step recomputes full self-attention over all its
 tokens so far (no KV cache): AR sum_{i=1}^{n^2} i^2 = O(n^6), VAR sum_k (sum_{j<=k} pn_j^2)^2 = O(n^4).
