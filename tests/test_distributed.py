@@ -61,18 +61,19 @@ def _init(rank: int, world: int, tmp: str, tag: str) -> None:
 
 def _train(rank: int, world: int, tmp: str, tag: str, cfg: dict, drop: bool, stop_at: int) -> None:
     """One rank of a training run (world 1 too: then no process group, the plain single-process path)."""
+    import var.loop as L
     import var.train as T
     if world > 1:
         _init(rank, world, tmp, tag)
     torch.set_num_threads(1)
+    orig = L.save_state
     if stop_at:     # a crash right after the state of step `stop_at` was written, on every rank
-        orig = T._save_state
 
-        def save_then_stop(path, model, opt, c, step, *a, **k):
-            orig(path, model, opt, c, step, *a, **k)
+        def save_then_stop(path, step, *a, **k):
+            orig(path, step, *a, **k)
             if step == stop_at:
                 raise Stop
-        T._save_state = save_then_stop
+        L.save_state = save_then_stop
     var, vq, tr, va = make(drop=drop)
     losses = []
     try:
@@ -81,6 +82,7 @@ def _train(rank: int, world: int, tmp: str, tag: str, cfg: dict, drop: bool, sto
     except Stop:
         pass
     finally:
+        L.save_state = orig     # world 1 runs in the test process: later runs must not stop
         if world > 1:
             dist.destroy_process_group()
     if rank == 0:

@@ -129,6 +129,11 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
 
     out = run([BIN / "snakemake", "--cores", "2", *TARGETS, "tokenizer_ablation", *CI], smk)
     assert "steps (100%) done" in out, out[-2000:]
+    # a fresh workspace previews with --force (DVC's plain --dry hashes outputs that do not exist yet); nothing runs
+    preview = run([BIN / "dvc", "repro", "--dry", "--force", "table1"], dvc)
+    planned = re.findall(r"Running stage '([^']+)'", preview)
+    assert planned[0] == "data" and planned[-1] == "table1" and "evalnet" in planned, preview
+    assert not (dvc / "runs").exists()
     run([BIN / "dvc", "repro", *TARGETS], dvc)
 
     files = outputs_of(TARGETS, p)
@@ -166,6 +171,8 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
     raw = yaml.safe_load(cfg.read_text())
     raw["sample"]["sampler"] = {"cfg": 3.0}
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    dry = run([BIN / "dvc", "repro", "--dry", "table1"], dvc)      # the plain preview, once the outputs exist
+    assert "Running stage 'sample_ci-d2'" in dry and "Running stage 'train_var_ci-d2'" not in dry, dry
     repro = run([BIN / "dvc", "repro", "table1"], dvc)
     assert "Running stage 'sample_ci-d2'" in repro and "Running stage 'train_var_ci-d2'" not in repro
     run(["git", "add", "-A"], dvc)

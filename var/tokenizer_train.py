@@ -15,7 +15,6 @@ gradients are summed over the ranks, so a run does not depend on the GPU count (
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -34,8 +33,7 @@ from var.distributed import (
     current_world,
     my_chunks,
 )
-from var.io import atomic_torch_save, load_torch
-from var.loop import capture_rng, epoch_order, restore_rng, seed_everything
+from var.loop import LoopPlan, StepOutcome, run_loop
 from var.schedule import warmup_cosine_factor
 from var.weights import load_weights
 
@@ -173,6 +171,117 @@ def tokenizer_lr_scale(cfg: TokenizerTrainConfig, step: int, max_it: int) -> flo
                                 final_lr_ratio=cfg.final_lr_ratio)
 
 
+class _TokenizerTask:
+    """train_tokenizer's part of the loop (var/loop.py): one generator step (chunks of the global batch, gradients
+    summed over the ranks), then the discriminator's, the dead-code restart; rank 0's evaluation; tokenizer,
+    discriminator, both optimizers and the code-hit counts in the state."""
+
+    def __init__(self, vqvae, opt, disc, opt_d, images_uint8_NHW3: np.ndarray, cfg: TokenizerTrainConfig,
+                 max_it: int, device, world, perceptual, evaluate, log: Callable[[str], None]):
+        self.vqvae, self.opt, self.disc, self.opt_d, self.images, self.cfg = vqvae, opt, disc, opt_d, \
+            images_uint8_NHW3, cfg
+        self.max_it, self.device, self.world, self.perceptual, self.evaluate_fn = max_it, device, world, \
+            perceptual, evaluate
+        self.hits_V = torch.zeros(vqvae.cfg.vocab_size, dtype=torch.long, device=device)
+        self.restarted, self.init_sha256 = 0, ""
+        self.last_layer = vqvae.decoder.conv_out.weight
+        self.bf16 = cfg.autocast_bf16 and device.type == "cuda"
+        self.log = log
+
+    def start(self) -> None:
+        if self.cfg.init_from:
+            self.init_sha256 = init_tokenizer_weights(self.vqvae, self.cfg.init_from, self.log,
+                                                      expected_sha256=self.cfg.init_from_sha256)
+
+    def step(self, step: int, epoch: int, sel: np.ndarray) -> StepOutcome:
+        cfg, vqvae, disc, device, world = self.cfg, self.vqvae, self.disc, self.device, self.world
+        lr_scale = tokenizer_lr_scale(cfg, step, self.max_it)
+        for o, base in ((self.opt, cfg.lr), (self.opt_d, cfg.disc_lr or cfg.lr)):
+            for g in (o.param_groups if o is not None else []):
+                g["lr"] = base * lr_scale
+        gan_on = disc is not None and step >= cfg.disc_start_step
+        # The global batch `sel` in fixed chunks (var/distributed.py): this rank's chunks accumulate gradients
+        # weighted by their share of the batch, then the gradients are summed over the ranks -- the update of the
+        # global-batch mean whatever the world size (exactly so for the L2/VQ/perceptual terms, which are batch
+        # means; the adaptive GAN weight and the discriminator's BatchNorm are computed per chunk).
+        bounds = chunk_bounds(len(sel), cfg.micro_batch_size, world.size)
+        self.opt.zero_grad(set_to_none=True)
+        info_sum: dict[str, float] = {}
+        chunk_imgs = []                                   # (img, rec, share) per chunk, for the discriminator step
+        step_hits_V = torch.zeros_like(self.hits_V)
+        for c in my_chunks(bounds, world):
+            s_, e_ = bounds[c]
+            img_B3HW = to_model_range(self.images[sel[s_:e_]], device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss, rec_B3HW, info = generator_loss(vqvae, img_B3HW, cfg, step, perceptual=self.perceptual,
+                                                      disc=disc, last_layer=self.last_layer)
+            if not math.isfinite(info["loss"]):       # nothing is updated; the loop stops the run
+                self.opt.zero_grad(set_to_none=True)
+                return StepOutcome(False, info)
+            share = (e_ - s_) / len(sel)
+            (loss * share).backward()
+            if cfg.dead_code_restart:
+                step_hits_V += vqvae.quantize.last_hits_V  # the hits of this step's training forward, all scales
+            for k, v in info.items():
+                info_sum[k] = info_sum.get(k, 0.0) + v * share
+            if gan_on:
+                chunk_imgs.append((img_B3HW, rec_B3HW.detach(), share))
+        _all_reduce_grads(vqvae, world)
+        if cfg.dead_code_restart:
+            if world.distributed:                         # every rank keeps the global counts (the state too)
+                dist.all_reduce(step_hits_V)
+            self.hits_V += step_hits_V
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(vqvae.parameters(), cfg.grad_clip)
+        self.opt.step()
+        if gan_on:
+            disc.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_sum = 0.0
+            for img_B3HW, rec_B3HW, share in chunk_imgs:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    d_loss = hinge_d_loss(disc(img_B3HW).float(), disc(rec_B3HW).float())
+                (d_loss * share).backward()
+                d_sum += d_loss.item() * share
+            _all_reduce_grads(disc, world)
+            self.opt_d.step()
+            info_sum["d_loss"] = d_sum
+        if world.distributed:                             # the global batch's loss terms for the log
+            keys = sorted(info_sum)
+            info_sum = dict(zip(keys, all_reduce_sum([info_sum[k] for k in keys], device).tolist()))
+        if cfg.dead_code_restart and (step + 1) % cfg.dead_code_every_steps == 0:
+            with torch.no_grad():   # fresh features of the whole global batch (every rank alike: same restart)
+                img_all = to_model_range(self.images[sel], device)
+                f_BChw = vqvae.encode_features(img_all).float()
+            f_NC = f_BChw.permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
+            self.restarted += restart_dead_codes(vqvae.quantize.embedding.weight.data, self.hits_V, f_NC)
+            self.hits_V.zero_()
+        return StepOutcome(True, info_sum)
+
+    def evaluate(self, epoch: int, step: int, info: dict) -> dict | None:
+        if self.evaluate_fn is None or not self.world.is_main:   # rank 0 evaluates, the others wait at the save
+            return None
+        m = self.evaluate_fn(self.vqvae)
+        m.update(epoch=epoch, step=step)
+        return m
+
+    def state(self) -> dict:
+        gan = self.disc is not None
+        return {"model": self.vqvae.state_dict(), "optimizer": self.opt.state_dict(),
+                "disc": self.disc.state_dict() if gan else {}, "disc_optimizer": self.opt_d.state_dict() if gan else {},
+                "hits_V": self.hits_V, "restarted_codes": self.restarted, "init_from_sha256": self.init_sha256}
+
+    def load_state(self, st: dict) -> None:
+        self.vqvae.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        if self.disc is not None:
+            self.disc.load_state_dict(st["disc"])
+            self.opt_d.load_state_dict(st["disc_optimizer"])
+        self.hits_V.copy_(st["hits_V"])
+        self.restarted = int(st["restarted_codes"])
+        self.init_sha256 = st.get("init_from_sha256", "")
+
+
 def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTrainConfig, *, out_dir,
                     device="cpu", log: Callable[[str], None] = print,
                     progress: Callable[[int, int, dict], None] | None = None,
@@ -205,129 +314,21 @@ def train_tokenizer(vqvae, train_images_uint8_NHW3: np.ndarray, cfg: TokenizerTr
             disc = PatchDiscriminator(cfg.disc_ch, cfg.disc_layers).to(device).train()
         opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.betas,
                                   weight_decay=0.0, foreach=False)
-    hits_V = torch.zeros(vqvae.cfg.vocab_size, dtype=torch.long, device=device)
-    step, history, train_time, restarted, init_sha256 = 0, [], 0.0, 0, ""
-    if state_path.is_file():
-        st = load_torch(state_path, map_location=device)
-        if st.get("cfg") != config_to_dict(cfg):
-            raise ValueError(f"{state_path} was written with a different tokenizer train config; move it away "
-                             f"to start a new run")
-        vqvae.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        if use_gan:
-            disc.load_state_dict(st["disc"])
-            opt_d.load_state_dict(st["disc_optimizer"])
-        step, history, train_time = int(st["step"]), list(st["history"]), float(st["train_time_s"])
-        hits_V.copy_(st["hits_V"])
-        restarted = int(st["restarted_codes"])
-        restore_rng(st["rng"])
-        init_sha256 = st.get("init_from_sha256", "")
-        log(f"[train_tokenizer] resumed from {state_path} at step {step}/{max_it}")
-    else:
-        seed_everything(cfg.seed)
-        if cfg.init_from:
-            init_sha256 = init_tokenizer_weights(vqvae, cfg.init_from, log, expected_sha256=cfg.init_from_sha256)
-    last_layer = vqvae.decoder.conv_out.weight
-    bf16 = cfg.autocast_bf16 and device.type == "cuda"
-    hooks = keep_quantizer_fp32(vqvae) if bf16 else []
-    evaluating = evaluate is not None and world.is_main    # rank 0 evaluates, the others wait at the barrier
-    t_log = time.perf_counter()
+    task = _TokenizerTask(vqvae, opt, disc, opt_d, train_images_uint8_NHW3, cfg, max_it, device, world,
+                          perceptual, evaluate, log)
+    plan = LoopPlan(name="train_tokenizer", state_format="tokenizer-train-state-v1", cfg=config_to_dict(cfg),
+                    seed=cfg.seed, num_train=N, batch_size=B, iters_per_ep=iters_per_ep, max_it=max_it,
+                    log_every_steps=cfg.log_every_steps, ckpt_every_steps=cfg.ckpt_every_steps,
+                    eval_every_epochs=cfg.eval_every_epochs)
+    hooks = keep_quantizer_fp32(vqvae) if task.bf16 else []
+    try:
+        res = run_loop(task, plan, state_path, device=device, world=world, log=log, progress=progress)
+    finally:
+        for h in hooks:
+            h.remove()
+    step, history, train_time, restarted = res.step, res.history, res.train_time_s, task.restarted
+    init_sha256 = task.init_sha256
 
-    while step < max_it:
-        ep, it_in_ep = divmod(step, iters_per_ep)
-        sel = epoch_order(cfg.seed, ep, N, iters_per_ep, B)[it_in_ep * B:(it_in_ep + 1) * B]
-        t0 = time.perf_counter()
-        lr_scale = tokenizer_lr_scale(cfg, step, max_it)
-        for o, base in ((opt, cfg.lr), (opt_d, cfg.disc_lr or cfg.lr)):
-            for g in (o.param_groups if o is not None else []):
-                g["lr"] = base * lr_scale
-        gan_on = use_gan and step >= cfg.disc_start_step
-        # The global batch `sel` in fixed chunks (var/distributed.py): this rank's chunks accumulate gradients
-        # weighted by their share of the batch, then the gradients are summed over the ranks -- the update of the
-        # global-batch mean whatever the world size (exactly so for the L2/VQ/perceptual terms, which are batch
-        # means; the adaptive GAN weight and the discriminator's BatchNorm are computed per chunk).
-        bounds = chunk_bounds(len(sel), cfg.micro_batch_size, world.size)
-        opt.zero_grad(set_to_none=True)
-        info_sum: dict[str, float] = {}
-        chunk_imgs = []                                   # (img, rec, share) per chunk, for the discriminator step
-        step_hits_V = torch.zeros_like(hits_V)
-        for c in my_chunks(bounds, world):
-            s_, e_ = bounds[c]
-            img_B3HW = to_model_range(train_images_uint8_NHW3[sel[s_:e_]], device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, rec_B3HW, info = generator_loss(vqvae, img_B3HW, cfg, step, perceptual=perceptual, disc=disc,
-                                                      last_layer=last_layer)
-            if not math.isfinite(info["loss"]):
-                raise FloatingPointError(f"non-finite tokenizer loss {info['loss']} at step {step} (epoch {ep}); "
-                                         f"last good state kept in {state_path}")
-            share = (e_ - s_) / len(sel)
-            (loss * share).backward()
-            if cfg.dead_code_restart:
-                step_hits_V += vqvae.quantize.last_hits_V  # the hits of this step's training forward, all scales
-            for k, v in info.items():
-                info_sum[k] = info_sum.get(k, 0.0) + v * share
-            if gan_on:
-                chunk_imgs.append((img_B3HW, rec_B3HW.detach(), share))
-        _all_reduce_grads(vqvae, world)
-        if cfg.dead_code_restart:
-            if world.distributed:                         # every rank keeps the global counts (the state too)
-                dist.all_reduce(step_hits_V)
-            hits_V += step_hits_V
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(vqvae.parameters(), cfg.grad_clip)
-        opt.step()
-        if gan_on:
-            disc.requires_grad_(True)
-            opt_d.zero_grad(set_to_none=True)
-            d_sum = 0.0
-            for img_B3HW, rec_B3HW, share in chunk_imgs:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    d_loss = hinge_d_loss(disc(img_B3HW).float(), disc(rec_B3HW).float())
-                (d_loss * share).backward()
-                d_sum += d_loss.item() * share
-            _all_reduce_grads(disc, world)
-            opt_d.step()
-            info_sum["d_loss"] = d_sum
-        if world.distributed:                             # the global batch's loss terms for the log
-            keys = sorted(info_sum)
-            info_sum = dict(zip(keys, all_reduce_sum([info_sum[k] for k in keys], device).tolist()))
-        info = info_sum
-        if cfg.dead_code_restart and (step + 1) % cfg.dead_code_every_steps == 0:
-            with torch.no_grad():   # fresh features of the whole global batch (every rank alike: same restart)
-                img_all = to_model_range(train_images_uint8_NHW3[sel], device)
-                f_BChw = vqvae.encode_features(img_all).float()
-            f_NC = f_BChw.permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
-            restarted += restart_dead_codes(vqvae.quantize.embedding.weight.data, hits_V, f_NC)
-            hits_V.zero_()
-        step += 1
-        train_time += time.perf_counter() - t0
-
-        if progress is not None and world.is_main:
-            progress(step, max_it, info)
-        if world.is_main and (step % cfg.log_every_steps == 0 or step == max_it):
-            log(f"[train_tokenizer] step {step}/{max_it} ep {ep} " +
-                " ".join(f"{k} {v:.4g}" for k, v in info.items()) + f" ({time.perf_counter() - t_log:.1f}s)")
-            t_log = time.perf_counter()
-        epoch_end = step % iters_per_ep == 0 or step == max_it
-        done_ep = (step - 1) // iters_per_ep + 1
-        if epoch_end and evaluating and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
-            m = evaluate(vqvae)
-            m.update(epoch=done_ep, step=step)
-            history.append(m)
-            log(f"[train_tokenizer] eval ep {done_ep}: " + " ".join(
-                f"{k[4:]} {v:.4g}" for k, v in m.items() if k.startswith("val_") and isinstance(v, float)))
-        if (epoch_end or step % cfg.ckpt_every_steps == 0) and world.is_main:
-            atomic_torch_save(state_path, {
-                "format": "tokenizer-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
-                "model": vqvae.state_dict(), "optimizer": opt.state_dict(),
-                "disc": disc.state_dict() if use_gan else {}, "disc_optimizer": opt_d.state_dict() if use_gan else {},
-                "rng": capture_rng(), "history": history, "train_time_s": train_time, "hits_V": hits_V,
-                "restarted_codes": restarted, "init_from_sha256": init_sha256})
-        if epoch_end or step % cfg.ckpt_every_steps == 0:
-            barrier()                                     # nobody runs ahead of rank 0's evaluation and state
-
-    for h in hooks:
-        h.remove()
     metrics = dict(history[-1]) if history else {}
     metrics.update(step=step, train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    restarted_codes=restarted, history=history)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,13 +31,10 @@ import torch
 from var.checkpoint import save_checkpoint
 from var.config import NAN_POLICIES, TrainConfig, config_to_dict  # noqa: F401 (re-exported)
 from var.distributed import all_reduce_sum, barrier, chunk_bounds, chunk_seed, current_world, my_chunks
-from var.io import atomic_torch_save, load_torch
-from var.loop import capture_rng, epoch_order, restore_rng, seed_everything  # noqa: F401 (re-exported)
+from var.loop import LoopPlan, StepOutcome, run_loop
 from var.schedule import lr_wd_at
 from var.token_data import as_token_data, evaluate_sharded, model_inputs, split_scales
 from var.token_loss import forward_loss, make_loss_fn, token_ce_BL
-
-_MAX_CONSECUTIVE_SKIPS = 20   # a run that keeps producing non-finite losses has diverged; stop it
 
 # Parameters whose name contains one of these are never weight-decayed (the reference's `nowd_keys`): learned
 # positional / level embeddings, the unconditional class row, and the attention temperature `scale_mul`.
@@ -47,11 +43,6 @@ NO_DECAY_KEYS = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_em
 
 
 SPEED_ONLY_KEYS = ("compile", "compile_scope", "activation_memory_budget", "recompute_blocks", "recompute_ffn")
-
-
-def _run_keys(cfg_dict: dict) -> dict:
-    """The train config without the speed-only keys: what must match for a run to resume."""
-    return {k: v for k, v in cfg_dict.items() if k not in SPEED_ONLY_KEYS}
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:
@@ -76,21 +67,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
                                        betas=cfg.betas, eps=cfg.eps, weight_decay=0.0, foreach=False, fused=fast)
     return torch.optim.AdamW(param_groups(model), lr=cfg.peak_lr, betas=cfg.betas, eps=cfg.eps,
                              weight_decay=0.0, foreach=False, fused=fast)
-
-
-# ------------------------------------------------------------------------------------------------ train
-def _save_state(path: Path, model, opt, cfg: TrainConfig, step: int, history: list, extra: dict,
-                world=None) -> None:
-    """Rank 0 writes the state atomically; it holds the unwrapped model and the full optimizer state (ZeRO shards
-    are gathered first), so the file is the same whatever the world size and resumes under any other."""
-    world = world or current_world()
-    if hasattr(opt, "consolidate_state_dict"):
-        opt.consolidate_state_dict(to=0)
-    if world.is_main:
-        atomic_torch_save(path, {"format": "var-train-state-v1", "cfg": config_to_dict(cfg), "step": step,
-                                 "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": capture_rng(),
-                                 "history": history, **extra})
-    barrier()
 
 
 def schedule_lengths(cfg: TrainConfig, num_train: int) -> tuple[int, int, float]:
@@ -233,6 +209,49 @@ def train_step(model, opt, vqvae, idx_BL: torch.Tensor, label_B: torch.Tensor, c
                       ce_per_scale=ce_K, acc_per_scale=acc_K)
 
 
+class _VarTask:
+    """train_var's part of the loop (var/loop.py): one train_step per global batch, the sharded validation, and
+    the model, optimizer and label-dropout generator in the state."""
+
+    def __init__(self, model, opt, vqvae, train, val, cfg: TrainConfig, loss_fn, label_gen, net, world, device,
+                 max_it: int, warmup_it: float):
+        self.model, self.opt, self.vqvae, self.train, self.val, self.cfg = model, opt, vqvae, train, val, cfg
+        self.loss_fn, self.label_gen, self.net, self.world, self.device = loss_fn, label_gen, net, world, device
+        self.max_it, self.warmup_it = max_it, warmup_it
+
+    def start(self) -> None:
+        pass
+
+    def step(self, step: int, epoch: int, sel: np.ndarray) -> StepOutcome:
+        idx_BL = torch.from_numpy(self.train.idx_NL[sel].astype(np.int64)).to(self.device)
+        label_B = torch.from_numpy(self.train.labels_N[sel]).to(self.device)
+        res = train_step(self.model, self.opt, self.vqvae, idx_BL, label_B, self.cfg, step=step, max_it=self.max_it,
+                         warmup_it=self.warmup_it, loss_fn=self.loss_fn, label_gen=self.label_gen, net=self.net,
+                         world=self.world)
+        return StepOutcome(res.finite, {"loss": res.loss.item(), "lr": res.lr, "wd": res.wd, "epoch": epoch})
+
+    def evaluate(self, epoch: int, step: int, info: dict) -> dict | None:
+        if self.val is None:
+            return None
+        m = evaluate_sharded(self.model, self.vqvae, self.val, self.cfg.eval_batch_size or self.cfg.batch_size,
+                             self.device, self.world)
+        m.update(epoch=epoch, step=step, train_loss=info["loss"])
+        return m
+
+    def state(self) -> dict:
+        if hasattr(self.opt, "consolidate_state_dict"):   # ZeRO: rank 0 gathers the full optimizer state
+            self.opt.consolidate_state_dict(to=0)
+        if not self.world.is_main:
+            return {}
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "label_generator": self.label_gen.get_state()}
+
+    def load_state(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.label_gen.set_state(st["label_generator"].cpu())
+
+
 def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_dir, device="cpu",
               log: Callable[[str], None] = print, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train `model` (logits_BLV = model(label_B, x_BLCv)) on token files; write out_dir/state.pt and model.pt.
@@ -262,10 +281,7 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       broadcast_buffers=False)
-    if not world.is_main:       # one voice: rank 0 logs, reports progress and writes files
-        log, progress = (lambda *a, **k: None), None
     opt = make_optimizer(model, cfg, device, shard=cfg.shard_optimizer and world.distributed)
-    step, history, nan_skips, train_time = 0, [], 0, 0.0
     # Label dropout (CFG) draws from its own generator when the model accepts one (VAR does); drop-path and
     # dropout use the global RNG. Both states are checkpointed.
     per_block = {"recompute_blocks": cfg.recompute_blocks, "recompute_ffn": cfg.recompute_ffn,
@@ -274,76 +290,18 @@ def train_var(model, vqvae, train_tokens, val_tokens, cfg: TrainConfig, *, out_d
         keys = ", ".join(f"train.{k}" for k, v in per_block.items() if v)
         raise ValueError(f"{keys}: VAR-only switches, not supported by {type(model).__name__}")
     label_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    if state_path.is_file():
-        st = load_torch(state_path, map_location=device)
-        stored, now = _run_keys(st.get("cfg", {})), _run_keys(config_to_dict(cfg))
-        if stored != now:
-            diff = sorted(k for k in stored.keys() | now.keys() if stored.get(k, "<absent>") != now.get(k, "<absent>"))
-            raise ValueError(f"{state_path} was written with a different train config (keys {diff}); "
-                             f"move it away to start a new run")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        step, history = int(st["step"]), list(st["history"])
-        nan_skips, train_time = int(st.get("nan_skips", 0)), float(st.get("train_time_s", 0.0))
-        restore_rng(st["rng"])
-        label_gen.set_state(st["label_generator"].cpu())
-        log(f"[train_var] resumed from {state_path} at step {step}/{max_it}")
-    else:
-        seed_everything(cfg.seed)
-    loss_fn = make_loss_fn(cfg)
-    consecutive_skips, t_log, steps_since_log = 0, time.perf_counter(), 0
-
-    order_ep, order = -1, None
-    while step < max_it:
-        ep, it_in_ep = divmod(step, iters_per_ep)
-        if ep != order_ep:
-            order_ep, order = ep, epoch_order(cfg.seed, ep, train.num, iters_per_ep, B)
-        sel = order[it_in_ep * B:(it_in_ep + 1) * B]
-        t0 = time.perf_counter()
-        idx_BL = torch.from_numpy(train.idx_NL[sel].astype(np.int64)).to(device)
-        label_B = torch.from_numpy(train.labels_N[sel]).to(device)
-        res = train_step(model, opt, vqvae, idx_BL, label_B, cfg, step=step, max_it=max_it, warmup_it=warmup_it,
-                         loss_fn=loss_fn, label_gen=label_gen, net=net, world=world)
-        loss, lr, wd = res.loss, res.lr, res.wd
-        if not res.finite:
-            msg = f"non-finite loss/grad (loss={loss.item()}) at step {step} (epoch {ep})"
-            if cfg.nan_policy == "raise":
-                raise FloatingPointError(f"{msg}; last good state kept in {state_path}")
-            consecutive_skips += 1
-            nan_skips += 1
-            log(f"[train_var] {msg}: update skipped")
-            if consecutive_skips > _MAX_CONSECUTIVE_SKIPS:
-                raise FloatingPointError(f"{msg}: {consecutive_skips} consecutive non-finite steps")
-        else:
-            consecutive_skips = 0
-        step += 1
-        train_time += time.perf_counter() - t0
-        steps_since_log += 1
-
-        info = {"loss": loss.item(), "lr": lr, "wd": wd, "epoch": ep}
-        if progress is not None:
-            progress(step, max_it, info)
-        if step % cfg.log_every_steps == 0 or step == max_it:
-            dt = time.perf_counter() - t_log
-            log(f"[train_var] step {step}/{max_it} ep {ep} loss {info['loss']:.4f} lr {lr:.3g} wd {wd:.3g} "
-                f"{steps_since_log * B / max(dt, 1e-9):.1f} img/s")
-            t_log, steps_since_log = time.perf_counter(), 0
-
-        epoch_end = step % iters_per_ep == 0 or step == max_it
-        done_ep = (step - 1) // iters_per_ep + 1
-        if epoch_end and val is not None and (done_ep % cfg.eval_every_epochs == 0 or step == max_it):
-            m = evaluate_sharded(model, vqvae, val, cfg.eval_batch_size or B, device, world)
-            m.update(epoch=done_ep, step=step, train_loss=info["loss"])
-            history.append(m)
-            log(f"[train_var] eval ep {done_ep}: loss {m['val_loss']:.4f} err_last {m['val_err_last']:.4f} "
-                f"err_mean {m['val_err_mean_scales']:.4f}")
-        if epoch_end or step % cfg.ckpt_every_steps == 0:
-            _save_state(state_path, model, opt, cfg, step, history,
-                        {"nan_skips": nan_skips, "train_time_s": train_time,
-                         "label_generator": label_gen.get_state()}, world)
+    task = _VarTask(model, opt, vqvae, train, val, cfg, make_loss_fn(cfg), label_gen, net, world, device,
+                    max_it, warmup_it)
+    plan = LoopPlan(name="train_var", state_format="var-train-state-v1", cfg=config_to_dict(cfg), seed=cfg.seed,
+                    num_train=train.num, batch_size=B, iters_per_ep=iters_per_ep, max_it=max_it,
+                    log_every_steps=cfg.log_every_steps, ckpt_every_steps=cfg.ckpt_every_steps,
+                    eval_every_epochs=cfg.eval_every_epochs, nan_policy=cfg.nan_policy,
+                    speed_only_keys=SPEED_ONLY_KEYS)
+    res = run_loop(task, plan, state_path, device=device, world=world, log=log, progress=progress)
+    step, history, train_time = res.step, res.history, res.train_time_s
 
     metrics = dict(history[-1]) if history else {}
-    metrics.update(step=step, epochs=n_epochs, max_steps=max_it, nan_skips=nan_skips,
+    metrics.update(step=step, epochs=n_epochs, max_steps=max_it, nan_skips=res.nan_skips,
                    train_time_s=train_time, train_img_per_s=step * B / max(train_time, 1e-9),
                    train_tokens_per_s=step * B * train.idx_NL.shape[1] / max(train_time, 1e-9),
                    history=history)
