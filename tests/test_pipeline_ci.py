@@ -196,6 +196,13 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
     run([BIN / "dvc", "plots", "diff", "var-plain", "var-adaln", "-o", "plots_html"], dvc)
     html = next((dvc / "plots_html").glob("*.html")).read_text()
     assert "ablation_train.png" in html and "<script src=\"http" not in html      # images: renders offline
+    # Table 3 built from the experiments: each row's FID is the one `dvc metrics diff` showed for its experiment
+    run([BIN / "python", "-m", "pipeline.exp_table", "--configfile", "configs/ci.yaml", "--rows", "var-plain",
+         "var-adaln"], dvc)
+    table = pd.read_csv(dvc / "results/ci/table3_experiments.csv")
+    fid_line = next(ln.split() for ln in diff.splitlines() if ln.split()[1:2] == ["fid_evalnet"])
+    assert list(table.row) == ["var-plain", "var-adaln"] and list(table.experiment) == ["var-plain", "var-adaln"]
+    assert table.FID.round(4).tolist() == pytest.approx([float(fid_line[2]), float(fid_line[3])], abs=1e-4)
 
     # A params edit that changes the plan, without re-rendering dvc.yaml: the stale command is refused
     # (the models in another order: the rows and zeroshot keep naming table1 models, table1's command changes)

@@ -1,0 +1,128 @@
+"""Table 3 (or any list of rows) built from DVC experiments, one experiment per row.
+
+    python -m pipeline.exp_table [--params params.yaml] [--configfile X] [--rows ROW ...] [--json EXP_SHOW_JSON]
+
+Each experiment ran the `ablation` stages for one row (`dvc exp run -n <row> -S ablation.row=<row> ablation`, or
+queued with `--queue` and run by `dvc queue start`), so its commit holds that row's `metrics/<run>/ablation.json`.
+This reads every experiment through `dvc exp show --json` (or a saved copy of that output, `--json`), keeps the
+newest experiment of each row, and writes `results/<run>/table3_experiments.{md,csv}` with the rows in the order of
+`--rows` (default: `table3.rows`): FID with its bootstrap interval, IS, precision, recall, class accuracy, val loss,
+the sampler in words (a rejection-sampled row says so), and the cost and FID change against the first row, as the
+`table3` stage reports them. A row with no experiment is listed as missing; nothing is read from the workspace.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from eval.row_tables import is_rejection, sampling_label
+from pipeline.params import load_params
+
+COLUMNS = ("row", "experiment", "rev", "description", "sampling", "FID", "FID_ci", "IS", "Pre", "Rec", "class_acc",
+           "val_loss", "cost", "cost_flops", "dFID")
+
+
+def experiments(exp_show: list, run: str) -> dict[str, dict]:
+    """{row: the newest experiment's record} from `dvc exp show --json` output: name, rev, timestamp, the row's
+    recipe (the experiment's params.yaml) and its ablation metrics."""
+    path = f"metrics/{run}/ablation.json"
+    found: dict[str, dict] = {}
+    for baseline in exp_show:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                metrics = ((data.get("metrics") or {}).get(path) or {}).get("data")
+                if not metrics or "row" not in metrics:
+                    continue
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+                rec = {"experiment": rev.get("name") or exp.get("name") or "", "rev": (rev.get("rev") or "")[:7],
+                       "timestamp": data.get("timestamp") or "", "metrics": metrics,
+                       "recipe": (params.get("rows") or {}).get(metrics["row"], {})}
+                old = found.get(metrics["row"])
+                if old is None or rec["timestamp"] > old["timestamp"]:
+                    found[metrics["row"]] = rec
+    return found
+
+
+def build(found: dict[str, dict], rows: list[str]) -> pd.DataFrame:
+    out, first = [], None
+    for row in rows:
+        rec = found.get(row)
+        if rec is None:
+            out.append({"row": row, "experiment": "(missing)"})
+            continue
+        m, recipe = rec["metrics"], rec["recipe"]
+        lo, hi = m.get("fid_evalnet_ci_low"), m.get("fid_evalnet_ci_high")
+        r = {"row": row, "experiment": rec["experiment"], "rev": rec["rev"],
+             "description": recipe.get("description", ""),
+             "sampling": sampling_label(recipe.get("sampler") or {}) if recipe else "",
+             "FID": m.get("fid_evalnet"), "FID_ci": f"[{lo:.2f}, {hi:.2f}]" if lo is not None else "",
+             "IS": m.get("is_evalnet"), "Pre": m.get("precision_evalnet"), "Rec": m.get("recall_evalnet"),
+             "class_acc": m.get("class_acc"), "val_loss": m.get("val_loss")}
+        if is_rejection(recipe):
+            r["description"] = f"{r['description']} (-re: rejection sampling)"
+        if first is None:
+            first = m
+        r["cost"] = m["sec_per_image"] / first["sec_per_image"] if m.get("sec_per_image") else None
+        r["cost_flops"] = m["flops_per_image"] / first["flops_per_image"] if m.get("flops_per_image") else None
+        r["dFID"] = m["fid_evalnet"] - first["fid_evalnet"] if m.get("fid_evalnet") is not None else None
+        out.append(r)
+    return pd.DataFrame(out, columns=list(COLUMNS))
+
+
+def markdown(df: pd.DataFrame, run: str) -> str:
+    def cell(v, col):
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.1%}" if col == "class_acc" else f"{v:.3g}" if col in ("cost", "cost_flops") else f"{v:.2f}"
+        return str(v)
+    lines = [f"# Table 3 from DVC experiments (run `{run}`)", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r[c], c) for c in COLUMNS) + " |" for r in df.to_dict("records")]
+    lines += ["", "- One DVC experiment per row (the newest per row); FID, IS, Pre, Rec and class accuracy on the "
+              "evaluation network's features of the experiment's first sampling seed, `FID_ci` its bootstrap interval.",
+              "- `cost`: sampling wall-clock per image relative to the first row; `cost_flops`: analytic transformer "
+              "FLOPs per image relative to it; `dFID`: FID minus the first row's.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.exp_table", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--configfile", action="append", default=[])
+    ap.add_argument("--rows", nargs="+", help="rows in table order (default: table3.rows)")
+    ap.add_argument("--json", help="a saved `dvc exp show --json` output instead of running it")
+    args = ap.parse_args(argv)
+    p = load_params(args.params, args.configfile)
+    rows = args.rows or list(p.table3.rows)
+    unknown = [r for r in rows if r not in p.rows]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; rows in params: {', '.join(p.rows)}")
+    if args.json:
+        exp_show = json.loads(Path(args.json).read_text())
+    else:
+        res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if res.returncode:
+            raise SystemExit(f"`dvc exp show --json` failed: {res.stderr.strip()}")
+        exp_show = json.loads(res.stdout)
+    df = build(experiments(exp_show, p.run.name), rows)
+    out = Path("results") / p.run.name
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(df, p.run.name)
+    (out / "table3_experiments.md").write_text(md)
+    df.to_csv(out / "table3_experiments.csv", index=False)
+    print(md)
+    missing = [r["row"] for r in df.to_dict("records") if r["experiment"] == "(missing)"]
+    if missing:
+        print(f"no experiment yet for: {', '.join(missing)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
