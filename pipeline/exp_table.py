@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from eval.row_tables import is_rejection, sampling_label
+from pipeline.common import with_provenance
 from pipeline.params import load_params
 
 COLUMNS = ("row", "experiment", "rev", "description", "sampling", "FID", "FID_ci", "IS", "Pre", "Rec", "class_acc",
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     df = build(experiments(exp_show, p.run.name), rows)
     out = Path("results") / p.run.name
     out.mkdir(parents=True, exist_ok=True)
-    md = markdown(df, p.run.name)
+    md, _ = with_provenance(markdown(df, p.run.name), args, p)    # a smoke-test config says so in the title
     (out / "table3_experiments.md").write_text(md)
     df.to_csv(out / "table3_experiments.csv", index=False)
     print(md)
