@@ -23,6 +23,7 @@ import pandas as pd
 from eval.row_tables import is_rejection, sampling_label
 from pipeline.common import with_provenance
 from pipeline.params import load_params
+from var.io import atomic_write_text
 
 COLUMNS = ("row", "experiment", "rev", "description", "sampling", "FID", "FID_ci", "IS", "Pre", "Rec", "class_acc",
            "val_loss", "cost", "cost_flops", "dFID")
@@ -116,8 +117,8 @@ def main(argv=None) -> int:
     out = Path("results") / p.run.name
     out.mkdir(parents=True, exist_ok=True)
     md, _ = with_provenance(markdown(df, p.run.name), args, p)    # a smoke-test config says so in the title
-    (out / "table3_experiments.md").write_text(md)
-    df.to_csv(out / "table3_experiments.csv", index=False)
+    atomic_write_text(out / "table3_experiments.md", md)
+    atomic_write_text(out / "table3_experiments.csv", df.to_csv(index=False))
     print(md)
     missing = [r["row"] for r in df.to_dict("records") if r["experiment"] == "(missing)"]
     if missing:
