@@ -106,6 +106,10 @@ CONDITIONS = {
     "row_several_seeds": lambda p, ctx: p.score.seeds > 1 and not p.rows[ctx.row].sampler.rejection.enabled,
     "rejection_evalnet": lambda p, ctx: (p.rows[ctx.row].sampler.rejection.enabled
                                          and not p.rows[ctx.row].sampler.rejection.classifier_weights),
+    # the ablation stages serve any row (chosen by params at run time): the classifier of any rejection row
+    "rejection_evalnet_rows": lambda p, ctx: any(r.sampler.rejection.enabled
+                                                 and not r.sampler.rejection.classifier_weights
+                                                 for r in p.rows.values()),
 }
 # What an input is when its condition fails, if not absent: the standard evaluator's reference batch replaces the
 # validation split as the real side of the generated-sample scores.

@@ -109,3 +109,20 @@ def test_torchrun_commands_reach_the_stage_intact(stage):
     assert ns.module and ns.training_script == f"pipeline.stages.{BY_NAME[stage].module}"
     assert ns.training_script_args == argv[argv.index(ns.training_script) + 1:]
     assert "--log-file" in ns.training_script_args
+
+
+def test_the_ablation_stages_read_the_classifier_a_rejection_row_needs(tmp_path):
+    """`ablation.row` is chosen at run time (`dvc exp run -S ablation.row=...`), so ablation_sample reads the
+    evaluation network whenever some row samples with rejection against it: a "-re" row can be an experiment."""
+    p = load_params(ROOT / "params.yaml", [ROOT / "configs/ci.yaml"])
+    assert any(r.sampler.rejection.enabled for r in p.rows.values())
+    job = next(j for j in build_plan(p).jobs if j.name == "ablation_sample")
+    assert job.inputs["classifier"] == "runs/ci/evalnet/model.pt"
+    plain = tmp_path / "plain.yaml"     # the same config without its rejection rows: no classifier input
+    raw = yaml.safe_load((ROOT / "configs/ci.yaml").read_text())
+    rej = [r for r, v in p.rows.items() if v.sampler.rejection.enabled]
+    plain.write_text(yaml.safe_dump({"rows": {r: {"sampler": {"rejection": {"threshold": 0.0}}} for r in rej}}))
+    p2 = load_params(ROOT / "params.yaml", [ROOT / "configs/ci.yaml", plain])
+    assert not any(r.sampler.rejection.enabled for r in p2.rows.values()), raw.get("rows")
+    job2 = next(j for j in build_plan(p2).jobs if j.name == "ablation_sample")
+    assert "classifier" not in job2.inputs
