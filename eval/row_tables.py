@@ -138,8 +138,8 @@ def _cell(v, col: str) -> str:
     return str(v)
 
 
-def _markdown(df: pd.DataFrame, cols, title: str, printed=None) -> list[str]:
-    """`printed(row)`: cells to show instead of the formatted values (the paper's rows as printed), or None."""
+def markdown_lines(df: pd.DataFrame, cols, title: str, printed=None) -> list[str]:
+    """The lines of a Markdown table of `df`'s `cols` under `title`, cells formatted per column. `printed(row)`: cells to show instead of the formatted values (the paper's rows as printed), or None."""
     lines = [title, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
         shown = (printed(r) if printed else None) or {}
@@ -174,7 +174,7 @@ def verdict(df: pd.DataFrame) -> str:
 def table3_markdown(df: pd.DataFrame) -> str:
     cols = list(T3_COLUMNS)
     ex = sorted(set(df[df["source"] == "measured"]["extractor"].dropna()))
-    lines = _markdown(df, cols, "# Table 3: from the raster-scan AR baseline to VAR, one switch at a time")
+    lines = markdown_lines(df, cols, "# Table 3: from the raster-scan AR baseline to VAR, one switch at a time")
     lines += ["", verdict(df), "",
               "Rows with source `measured` were produced by this run (`rows:` in params.yaml); rows with source "
               "`paper` are the paper's Table 3 rows they mirror, as printed (ImageNet 256x256, Inception FID). "
@@ -238,7 +238,7 @@ def table2_markdown(df: pd.DataFrame) -> str:
         if r["source"] == "paper" and r["model"] in _T2_BY_MODEL:
             return paper.table2_cells(_T2_BY_MODEL[r["model"]])
         return None
-    lines = _markdown(df, cols, "# Table 2: the higher-resolution setting", printed)
+    lines = markdown_lines(df, cols, "# Table 2: the higher-resolution setting", printed)
     lines += ["", "Paper rows: the paper's Table 2 as printed (ImageNet 512x512, Inception FID/IS; `—`: not "
               f"reported; `†`: {paper.MARKS['†']}; Time relative to VAR-d36-s). Measured rows: this run's `hires` "
               "setting (twice the base resolution, shared AdaLN as var-d36-s), scored with its own evaluation "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval.row_tables import is_rejection, sampling_label
+from eval.row_tables import is_rejection, markdown_lines, sampling_label
 from pipeline.common import with_provenance
 from pipeline.params import load_params
 from var.io import atomic_write_text
@@ -78,15 +78,9 @@ def build(found: dict[str, dict], rows: list[str]) -> pd.DataFrame:
 
 
 def markdown(df: pd.DataFrame, run: str) -> str:
-    def cell(v, col):
-        if v is None or (isinstance(v, float) and v != v):
-            return ""
-        if isinstance(v, float):
-            return f"{v:.1%}" if col == "class_acc" else f"{v:.3g}" if col in ("cost", "cost_flops") else f"{v:.2f}"
-        return str(v)
-    lines = [f"# Table 3 from DVC experiments (run `{run}`)", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r[c], c) for c in COLUMNS) + " |" for r in df.to_dict("records")]
+    shown = df.assign(class_acc=[f"{v:.1%}" if v == v and v is not None else "" for v in df.class_acc],
+                      **{c: df[c].round(3) for c in ("Pre", "Rec", "val_loss")})
+    lines = markdown_lines(shown, COLUMNS, f"# Table 3 from DVC experiments (run `{run}`)")
     lines += ["", "- One DVC experiment per row (the newest per row); FID, IS, Pre, Rec and class accuracy on the "
               "evaluation network's features of the experiment's first sampling seed, `FID_ci` its bootstrap interval.",
               "- `cost`: sampling wall-clock per image relative to the first row; `cost_flops`: analytic transformer "
