@@ -97,12 +97,14 @@ def provenance(args, p: Params) -> dict:
 
 
 def summary_of(scores: dict, train_metrics: dict, sample_metrics: dict) -> dict:
-    """A measured row's DVC metrics: its scores (keys name their extractor: fid_evalnet is not fid_inception),
-    class accuracy, validation loss and sampling cost, flat and numeric."""
+    """A measured row's DVC metrics: its scores (keys name their extractor: fid_evalnet is not fid_inception; means
+    over the sampling seeds with `_sd` beside them), class accuracy, the seed count, validation loss and sampling
+    cost, flat and numeric."""
     keys = [k for k in scores if k.split("_")[0] in ("fid", "is", "precision", "recall", "kid", "density",
                                                      "coverage", "fd") and isinstance(scores[k], (int, float))]
     out = {k: scores[k] for k in keys if "untrained" not in k and "ratio" not in k}
-    for src, key, name in ((scores, "class_acc_evalnet", "class_acc"), (train_metrics, "val_loss", "val_loss"),
+    for src, key, name in ((scores, "class_acc_evalnet", "class_acc"), (scores, "class_acc_evalnet_sd", "class_acc_sd"),
+                           (scores, "num_seeds", "num_seeds"), (train_metrics, "val_loss", "val_loss"),
                            (train_metrics, "val_err_last", "val_err_last"),
                            (sample_metrics, "seconds_per_image", "sec_per_image"),
                            (sample_metrics, "flops_per_image", "flops_per_image")):

@@ -176,6 +176,7 @@ STAGES: tuple[Stage, ...] = (
     # --- one row as a DVC experiment: `dvc exp run -S ablation.row=<row>` trains, samples and scores that row at
     # fixed paths, so `dvc metrics diff` / `dvc plots diff` compare experiments. The commands do not name the row (the
     # stages read params ablation.row) and carry the AR tokenizer's files too, so one dvc.yaml serves every row.
+    # The seed file is always declared (score.seeds > 1); a rejection row writes it with its first seed only.
     Stage("ablation_train", "train_row", SINGLE, only_when="ablation",
           inputs={"tokenizer": "tokenizer.model", "train_tokens": "tokens.train_tokens", "val_tokens": "tokens.val_tokens",
                   "ar_tokenizer": "tokenizer.model", "ar_train_tokens": "tokens.train_tokens",
@@ -190,14 +191,15 @@ STAGES: tuple[Stage, ...] = (
           inputs={"model": "ablation_train.model", "tokenizer": "tokenizer.model", "ar_tokenizer": "tokenizer.model",
                   "classifier": "evalnet.model"},
           input_context={"ar_tokenizer": {"tok": "_ar"}},
-          when={"ar_tokenizer": "ar_rows", "classifier": "rejection_evalnet_rows"},
+          when={"ar_tokenizer": "ar_rows", "classifier": "rejection_evalnet_rows", "seed_samples": "several_seeds"},
           outputs={"samples": "runs/{n}/ablation/samples.npz", "grid": "runs/{n}/ablation/grid.png",
-                   "metrics": "runs/{n}/ablation/sample_metrics.json"},
-          params=("seed", "sample", "ablation", "rows")),
+                   "metrics": "runs/{n}/ablation/sample_metrics.json",
+                   "seed_samples": "runs/{n}/ablation/samples_seeds.npz"},
+          params=("seed", "sample", "ablation", "rows", "score.seeds")),
     Stage("ablation_score", "score", SINGLE, only_when="ablation",
           inputs={"samples": "ablation_sample.samples", "real": "data.val", "evalnet": "evalnet.model",
-                  "sample_metrics": "ablation_sample.metrics"},
-          when={"evalnet": "evalnet_scores", "real": "no_reference_batch"},
+                  "seed_samples": "ablation_sample.seed_samples", "sample_metrics": "ablation_sample.metrics"},
+          when={"evalnet": "evalnet_scores", "real": "no_reference_batch", "seed_samples": "several_seeds"},
           files=("score.inception_weights", "score.reference_batch"),
           outputs={"scores": "runs/{n}/ablation/scores.json"}, params=("data", "score"), args={"name": "ablation"},
           light=True),

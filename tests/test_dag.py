@@ -118,6 +118,9 @@ def test_the_ablation_stages_read_the_classifier_a_rejection_row_needs(tmp_path)
     assert any(r.sampler.rejection.enabled for r in p.rows.values())
     job = next(j for j in build_plan(p).jobs if j.name == "ablation_sample")
     assert job.inputs["classifier"] == "runs/ci/evalnet/model.pt"
+    # score.seeds > 1: the seed file is declared whichever row runs, and scored (a rejection row writes one seed)
+    score = next(j for j in build_plan(p).jobs if j.name == "ablation_score")
+    assert p.score.seeds > 1 and job.outputs["seed_samples"] == score.inputs["seed_samples"]
     plain = tmp_path / "plain.yaml"     # the same config without its rejection rows: no classifier input
     raw = yaml.safe_load((ROOT / "configs/ci.yaml").read_text())
     rej = [r for r, v in p.rows.items() if v.sampler.rejection.enabled]

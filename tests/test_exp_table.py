@@ -11,7 +11,7 @@ import pytest
 from pipeline.exp_table import build, experiments, main
 
 
-def _rev(name, row, ts, fid, sec, flops, rows=None):
+def _rev(name, row, ts, fid, sec, flops, rows=None, sd=0.5, seeds=3):
     recipe = (rows or {}).get(row, {"description": f"desc {row}", "sampler": {"top_k": 19, "cfg": 4.0}})
     return {"rev": f"{abs(hash((name, ts))):040x}"[:40], "name": name,
             "data": {"timestamp": ts,
@@ -19,7 +19,8 @@ def _rev(name, row, ts, fid, sec, flops, rows=None):
                      "metrics": {"metrics/ci/ablation.json": {"data": {
                          "row": row, "fid_evalnet": fid, "fid_evalnet_ci_low": fid - 1, "fid_evalnet_ci_high": fid + 1,
                          "is_evalnet": 2.0, "precision_evalnet": 0.5, "recall_evalnet": 0.4, "class_acc": 0.7,
-                         "val_loss": 3.0, "sec_per_image": sec, "flops_per_image": flops}}}}}
+                         "val_loss": 3.0, "sec_per_image": sec, "flops_per_image": flops, "num_seeds": seeds,
+                         **({"fid_evalnet_sd": sd} if seeds > 1 else {})}}}}}
 
 
 def _show(*revs):
@@ -45,6 +46,19 @@ def test_newest_per_row_in_order_relative_to_first_row():
     assert "rejection" in re_["description"] and "rejection, threshold 0.5" in re_["sampling"]
     assert re_["FID_ci"] == "[9.00, 11.00]"
     assert missing["experiment"] == "(missing)"
+
+
+def test_each_step_is_judged_against_the_row_before_it_by_the_seed_rule():
+    """|delta| > 2 sqrt(sd_a^2 + sd_b^2): 25.0 -> 12.5 with sds 0.4 / 0.6 is significant (12.5 > 1.44); 12.5 -> 12.0
+    with 0.6 / 0.5 is not (0.5 < 1.56); against a one-seed (rejection) row it is not assessable."""
+    re_recipe = {"var-re": {"description": "rejection", "sampler": {"rejection": {"threshold": 0.5}}}}
+    show = _show(_rev("p", "var-plain", "2026-12-03T10:00:00", 25.0, 0.01, 1.0, sd=0.4),
+                 _rev("a", "var-adaln", "2026-12-03T10:00:01", 12.5, 0.01, 1.0, sd=0.6),
+                 _rev("t", "var-topk", "2026-12-03T10:00:02", 12.0, 0.01, 1.0, sd=0.5),
+                 _rev("r", "var-re", "2026-12-03T10:00:03", 9.0, 0.01, 1.0, re_recipe, seeds=1))
+    df = build(experiments(show, "ci"), ["var-plain", "var-adaln", "var-topk", "var-re"])
+    assert df.step_vs_previous.tolist()[1:] == ["significant", "not significant", "not assessable (one seed)"]
+    assert df.FID_sd.tolist()[:3] == [0.4, 0.6, 0.5] and df.seeds.tolist() == [3, 3, 3, 1]
 
 
 def test_cli_writes_the_tables(tmp_path, monkeypatch):

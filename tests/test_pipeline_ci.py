@@ -190,6 +190,7 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
             assert f"Running stage '{shared}'" not in log, f"{shared} ran again:\n{log[-3000:]}"
     diff = run([BIN / "dvc", "metrics", "diff", "var-plain", "var-adaln"], dvc)
     assert "metrics/ci/ablation.json" in diff and "fid_evalnet" in diff and "val_loss" in diff, diff
+    assert "fid_evalnet_sd" in diff and "num_seeds" in diff, diff      # the experiments score every sampling seed
     # --csv: the table view truncates names to the terminal width
     shown = run([BIN / "dvc", "exp", "show", "--csv"], dvc)
     assert "var-plain" in shown and "var-adaln" in shown and "ablation.row" in shown, shown

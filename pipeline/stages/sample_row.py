@@ -55,8 +55,12 @@ def main(args, log) -> dict:
         stats = RejectionStats(*(int(x) for x in all_reduce_sum(
             [g.rejection.requested, g.rejection.drawn, g.rejection.accepted], device)))
     res = gather_to_file(g.images, labels_N, args.samples, sc.batch_size, world, keep=g.keep or None)
-    if args.seed_samples:                # score.seeds > 1 (plain rows): the same labels under further seeds
-        write_seed_repeats(model, vqvae, labels_N, args.seed_samples, seeds=p.score.seeds, seed=sc.seed,
+    if args.seed_samples:                # score.seeds > 1: the same labels under further seeds
+        # A rejection row keeps a different number of images per seed, so its spread is not plain sampling's: it
+        # is scored on its first seed (the file then names that seed alone; the ablation stages declare the file
+        # whichever row runs).
+        write_seed_repeats(model, vqvae, labels_N, args.seed_samples,
+                           seeds=1 if sp.rejection.enabled else p.score.seeds, seed=sc.seed,
                            block_size=sc.batch_size, world=world, engine=engine, **sp.kwargs())
     if not world.is_main:
         return {}
@@ -105,8 +109,8 @@ def cli(argv=None):
     ap.add_argument("--samples", required=True, help="output: samples .npz")
     ap.add_argument("--grid", required=True, help="output: PNG grid")
     ap.add_argument("--metrics", required=True, help="output: generation cost JSON")
-    ap.add_argument("--seed-samples", default="", help="output (score.seeds > 1, plain rows): the images under "
-                    "further seeds")
+    ap.add_argument("--seed-samples", default="", help="output (score.seeds > 1): the images under further seeds "
+                    "(a rejection row: its first seed only)")
     run_stage("sample_row", main, ap, argv)
 
 
