@@ -190,7 +190,7 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
             assert f"Running stage '{shared}'" not in log, f"{shared} ran again:\n{log[-3000:]}"
     diff = run([BIN / "dvc", "metrics", "diff", "var-plain", "var-adaln"], dvc)
     assert "metrics/ci/ablation.json" in diff and "fid_evalnet" in diff and "val_loss" in diff, diff
-    assert "fid_evalnet_sd" in diff and "num_seeds" in diff, diff      # the experiments score every sampling seed
+    assert "fid_evalnet_sd" in diff, diff      # the experiments score every sampling seed (the count: below)
     # --csv: the table view truncates names to the terminal width
     shown = run([BIN / "dvc", "exp", "show", "--csv"], dvc)
     assert "var-plain" in shown and "var-adaln" in shown and "ablation.row" in shown, shown
@@ -203,6 +203,7 @@ def test_snakemake_and_dvc_agree_and_dvc_tracks_metrics(tmp_path_factory):
     table = pd.read_csv(dvc / "results/ci/table3_experiments.csv")
     fid_line = next(ln.split() for ln in diff.splitlines() if ln.split()[1:2] == ["fid_evalnet"])
     assert list(table.row) == ["var-plain", "var-adaln"] and list(table.experiment) == ["var-plain", "var-adaln"]
+    assert list(table.seeds) == [p.score.seeds] * 2 and table.FID_sd.notna().all()
     assert table.FID.round(4).tolist() == pytest.approx([float(fid_line[2]), float(fid_line[3])], abs=1e-4)
 
     # A params edit that changes the plan, without re-rendering dvc.yaml: the stale command is refused
