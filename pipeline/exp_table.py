@@ -9,7 +9,8 @@ newest experiment of each row, and writes `results/<run>/table3_experiments.{md,
 `--rows` (default: `table3.rows`): FID (mean and sd over the sampling seeds, the bootstrap interval of the first
 seed), IS, precision, recall, class accuracy, val loss, the sampler in words (a rejection-sampled row says so), the
 cost and FID change against the first row, and whether each step is significant against the row before it (the
-`table3` stage's rule, eval/seeds.py), as the `table3` stage reports them. A row with no experiment is listed as missing; nothing is read from the workspace.
+`table3` stage's rule, eval/seeds.py), as the `table3` stage reports them. A row with no experiment is listed as
+missing; nothing is read from the workspace.
 """
 from __future__ import annotations
 
