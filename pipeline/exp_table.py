@@ -97,8 +97,8 @@ def markdown(df: pd.DataFrame, run: str) -> str:
     lines += ["", "- One DVC experiment per row (the newest per row); FID, IS, Pre, Rec and class accuracy on the "
               "evaluation network's features, means over the experiment's `seeds` sampling seeds (`FID_sd`: their sd; "
               "a rejection-sampled row is scored on one seed), `FID_ci` the bootstrap interval of the first seed.",
-              "- `step_vs_previous`: the FID change against the row above is significant when |delta| > 2 sqrt(sd_a^2 + "
-              "sd_b^2) (eval/seeds.py); with one seed on either side it is not assessable.",
+              "- `step_vs_previous`: the FID change against the row above is significant when "
+              "|delta| > 2 sqrt(sd_a^2 + sd_b^2) (eval/seeds.py); with one seed on either side it is not assessable.",
               "- `cost`: sampling wall-clock per image relative to the first row; `cost_flops`: analytic transformer "
               "FLOPs per image relative to it; `dFID`: FID minus the first row's.", ""]
     return "\n".join(lines)
