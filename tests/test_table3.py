@@ -76,7 +76,8 @@ def test_row_stage_inputs_follow_kind_setting_and_model_from(raw):
     # ... and a row with var-d4's exact recipe may reuse the table1 model
     reuse = {"kind": "var", "depth": 4, "width": 128, "adaln": True, "attn_l2_norm": True,
              "sampler": {"top_k": 19, "cfg": 4.0},
-             "model_from": "var-d4", "train": {"max_steps": p.models["var-d4"].train.max_steps}}
+             "model_from": "var-d4", "train": {"max_steps": p.models["var-d4"].train.max_steps,
+                                                "eval_every_epochs": p.models["var-d4"].train.eval_every_epochs}}
     r = with_rows(raw, reuse=reuse)
     r["table3"] = {"rows": [*r["table3"]["rows"], "reuse"]}        # the plan has jobs for the rows of a table
     p_reuse = build_params(r)
